@@ -1,0 +1,168 @@
+"""The ``llama-bootstrap`` command line: parse options, call the core, print the result.
+
+Commands only parse, build a request, call the core and print; errors are mapped to messages
+and exit codes in :mod:`bootstrap.exits`. Heavy libraries (torch, transformers, huggingface_hub)
+are imported inside the commands that need them, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import click
+
+from bootstrap import __version__
+from bootstrap import settings as settings_mod
+from bootstrap.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, outcome
+from bootstrap.output import print_check_report, print_json, print_models, say
+
+STEPS = ("check", "clone", "pull", "smoke")
+
+
+class Request:
+    """What every command was asked, before the manifest is read."""
+
+    def __init__(self, manifest: Optional[str], model: Optional[str], profile: Optional[str],
+                 endpoint: Optional[str], as_json: bool) -> None:
+        from bootstrap.plan import Overrides
+
+        self.as_json = as_json
+        self.settings = settings_mod.from_env()
+        self.overrides = Overrides(
+            manifest=Path(manifest) if manifest else None, model=model, profile=profile, endpoint=endpoint
+        )
+
+    def plan(self):
+        from bootstrap.plan import build_plan
+
+        return build_plan(self.overrides, self.settings)
+
+
+def common_options(endpoint: bool = False) -> Callable:
+    """--manifest, --model, --profile, --json (and --endpoint) for every command that reads the manifest."""
+
+    def decorate(fn: Callable) -> Callable:
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+        @click.option("--profile", metavar="NAME", help="Mirror profile (global, cn). Env: LLAMA_BOOTSTRAP_PROFILE.")
+        @click.option("--model", metavar="KEY", help="Model key from the manifest. Env: LLAMA_BOOTSTRAP_MODEL.")
+        @click.option("--manifest", metavar="PATH",
+                      help="Manifest file (default ./manifest.yaml). Env: LLAMA_BOOTSTRAP_MANIFEST.")
+        @functools.wraps(fn)
+        def wrapper(manifest, model, profile, as_json, endpoint=None, **kwargs):
+            return fn(Request(manifest, model, profile, endpoint, as_json), **kwargs)
+
+        if endpoint:
+            wrapper = click.option("--endpoint", metavar="URL",
+                                   help="Hub endpoint (https). Env: HF_ENDPOINT. Default: the profile's.")(wrapper)
+        return wrapper
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="llama-bootstrap")
+def cli() -> None:
+    """Provision and verify FlagAlpha/Llama2-Chinese on your own hardware.
+
+    \b
+    Typical use:
+      llama-bootstrap check        can this machine run the model? (alias: doctor)
+      llama-bootstrap run          check -> clone -> pull -> smoke, resumable
+      llama-bootstrap demo         the whole pipeline offline on a tiny model
+
+    Exit codes: 0 ok, 1 a check or step failed, 2 bad input, 3 another run holds the lock,
+    130 interrupted. Set LLAMA_BOOTSTRAP_DEBUG=1 for tracebacks.
+    """
+
+
+@cli.command("check")
+@common_options(endpoint=True)
+@click.option("--offline", is_flag=True, help="Skip the network reachability check.")
+def check_cmd(req: Request, offline: bool) -> int:
+    """Check GPU, VRAM, driver, torch, Python, disk, git and network against the model."""
+    from bootstrap.checks import run_checks
+
+    report = run_checks(req.plan(), offline=offline)
+    if req.as_json:
+        print_json(report.to_json())
+    else:
+        print_check_report(report)
+    return EXIT_OK if report.status != "fail" else EXIT_FAILED
+
+
+cli.add_command(check_cmd, name="doctor")
+
+
+@cli.command("models")
+@common_options()
+def models_cmd(req: Request) -> int:
+    """List the model catalog of the manifest."""
+    plan = req.plan()
+    rows = []
+    for key, spec in plan.manifest.models.items():
+        rows.append({
+            "key": key, "repo_id": spec.repo_id, "revision": spec.revision, "kind": spec.kind,
+            "size_gb": spec.size_gb, "total_gb": spec.total_gb, "min_vram_gb": spec.min_vram_gb,
+            "base": spec.base, "gated": spec.needs_token, "default": key == plan.model_key,
+        })
+    if req.as_json:
+        print_json({"models": rows})
+    else:
+        print_models(rows)
+    return EXIT_OK
+
+
+@cli.command("schema")
+def schema_cmd() -> int:
+    """Print the manifest's JSON Schema (the repository ships it as manifest.schema.json)."""
+    from bootstrap.manifest import json_schema
+
+    print_json(json_schema())
+    return EXIT_OK
+
+
+def _json_requested(argv: Sequence[str]) -> bool:
+    return "--json" in argv
+
+
+def _report_error(message: str, remedy: Optional[str], kind: str, code: int, as_json: bool) -> None:
+    say(f"error: {message}", err=True)
+    if remedy:
+        say(f"  hint: {remedy}", err=True)
+    if as_json:
+        print_json({"status": "error", "error": {"kind": kind, "message": message, "remedy": remedy,
+                                                 "exit_code": code}})
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: run the CLI and turn every known error into a message and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = settings_mod.from_env().debug
+    as_json = _json_requested(args)
+    try:
+        code = cli.main(args=args, prog_name="llama-bootstrap", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        _report_error("interrupted", "nothing half-written was kept; run the same command again to continue",
+                      "Interrupted", EXIT_INTERRUPTED, as_json)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        exc.show()
+        code = EXIT_USAGE if isinstance(exc, click.UsageError) else (exc.exit_code or EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - mapped below; unknown ones are re-raised
+        out = outcome(exc)
+        if out is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        _report_error(out.message, out.remedy, out.kind, out.code, as_json)
+        code = out.code
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+

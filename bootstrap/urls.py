@@ -1,0 +1,44 @@
+"""URL policy: HTTPS everywhere, plain HTTP only on the loopback interface."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str) -> str:
+    """Return ``url`` without a trailing slash, or raise ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL; use https://HOST")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{url!r} uses plain http; only https is allowed (http only for 127.0.0.1/localhost)")
+    if parts.username or parts.password:
+        raise ValueError("endpoint URLs must not carry credentials; set HF_TOKEN instead")
+    return url.rstrip("/")
+
+
+def check_source_url(url: str) -> str:
+    """A git source: https, ssh, file:// or a local path; plain http/git:// only on loopback."""
+    if "://" not in url:
+        return url  # a local path, or scp-like ssh (git@host:path): both fine
+    parts = urlsplit(url)
+    if parts.scheme in ("https", "ssh", "file"):
+        if parts.username and parts.password:
+            raise ValueError("source URLs must not carry a password")
+        return url
+    if parts.scheme in ("http", "git") and parts.hostname and is_loopback_host(parts.hostname):
+        return url
+    raise ValueError(f"{url!r}: use https://, ssh://, file:// or a local path (plain http only on loopback)")
