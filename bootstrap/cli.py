@@ -18,9 +18,9 @@ import click
 from bootstrap import __version__
 from bootstrap import settings as settings_mod
 from bootstrap.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, outcome
-from bootstrap.output import print_check_report, print_json, print_models, say
+from bootstrap.output import print_check_report, print_json, print_models, print_run_result, say
 
-STEPS = ("check", "clone", "pull", "smoke")
+STEPS = ("check", "clone", "pull", "smoke")  # bootstrap.pipeline.STEPS, without importing it
 
 
 class Request:
@@ -114,6 +114,78 @@ def models_cmd(req: Request) -> int:
     else:
         print_models(rows)
     return EXIT_OK
+
+
+def _step_options(fn: Callable) -> Callable:
+    fn = click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                      metavar="SECONDS", help="Wait this long for another run's lock before giving up.")(fn)
+    return fn
+
+
+def _run(req: Request, options, *, echo_progress: bool = True) -> int:
+    from bootstrap.pipeline import run
+
+    plan = req.plan()
+    progress = (lambda m: say(m, err=True)) if echo_progress and not req.as_json else (lambda _: None)
+    result = run(plan, options, echo=progress)
+    if req.as_json:
+        print_json(result.to_json())
+    else:
+        print_run_result(result)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@cli.command("clone")
+@common_options()
+@_step_options
+def clone_cmd(req: Request, wait_s: float) -> int:
+    """Clone the Llama2-Chinese source at the pinned commit (atomic, idempotent)."""
+    from bootstrap.pipeline import RunOptions
+
+    return _run(req, RunOptions(only=("clone",), wait_s=wait_s))
+
+
+@cli.command("pull")
+@common_options(endpoint=True)
+@_step_options
+@click.option("--verify", is_flag=True, help="Hash every file again, even if unchanged since it was verified.")
+@click.option("--retries", type=click.IntRange(0, 20), default=None, help="Retries per request on 5xx/drops.")
+def pull_cmd(req: Request, wait_s: float, verify: bool, retries: Optional[int]) -> int:
+    """Download the model (and a LoRA's base) into weights.dir, verified against the Hub's sha256."""
+    from bootstrap.pipeline import RunOptions
+
+    return _run(req, RunOptions(only=("pull",), verify=verify, wait_s=wait_s, progress=_tty(req),
+                                pull_retries=retries))
+
+
+@cli.command("smoke")
+@common_options()
+@_step_options
+def smoke_cmd(req: Request, wait_s: float) -> int:
+    """Load the pulled model and generate an answer to the smoke prompt."""
+    from bootstrap.pipeline import RunOptions
+
+    return _run(req, RunOptions(only=("smoke",), wait_s=wait_s))
+
+
+@cli.command("run")
+@common_options(endpoint=True)
+@_step_options
+@click.option("--skip", multiple=True, type=click.Choice(STEPS), help="Skip a step (repeatable).")
+@click.option("--force", multiple=True, type=click.Choice(STEPS), help="Redo a step even if recorded as done.")
+@click.option("--verify", is_flag=True, help="Hash every model file again.")
+@click.option("--offline", is_flag=True, help="Skip the network reachability check.")
+def run_cmd(req: Request, wait_s: float, skip: Sequence[str], force: Sequence[str], verify: bool,
+            offline: bool) -> int:
+    """check -> clone -> pull -> smoke; a second run with nothing changed does nothing."""
+    from bootstrap.pipeline import RunOptions
+
+    return _run(req, RunOptions(skip=tuple(skip), force=tuple(force), verify=verify, offline_check=offline,
+                                wait_s=wait_s, progress=_tty(req)))
+
+
+def _tty(req: Request) -> bool:
+    return not req.as_json and sys.stderr.isatty()
 
 
 @cli.command("schema")

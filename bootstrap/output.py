@@ -46,3 +46,11 @@ def print_models(rows: List[Dict[str, Any]]) -> None:
     for row in table:
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
     click.echo("(* = the manifest's default; size_gb includes the base model for LoRA variants)")
+
+
+def print_run_result(result) -> None:
+    tty = sys.stdout.isatty()
+    for step in result.steps:
+        status = {"done": "ok", "cached": "ok", "skipped": "skip", "failed": "fail"}[step.status]
+        click.echo(f"{_status(status)} {step.step:<6} {step.status:<7} {step.seconds:6.2f}s  {step.detail}", color=tty)
+    click.echo(f"{'ok' if result.ok else 'FAILED'} in {result.seconds:.2f}s (log: {result.log_path})")

@@ -1,0 +1,229 @@
+"""``run``: check -> clone -> pull -> smoke, resumable, under one lock, with one log.
+
+Each step's record in the state file carries a fingerprint of what it did. A step whose record
+still holds is not redone: a second ``run`` with nothing changed does no network transfer, no
+hashing and no model load. ``check`` gates work: it runs whenever a later step has work to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from bootstrap import errors
+from bootstrap.plan import Plan
+from bootstrap.state import State, close_log, open_log, run_lock
+
+STEPS = ("check", "clone", "pull", "smoke")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    skip: Sequence[str] = ()
+    force: Sequence[str] = ()  # redo these even if recorded (pull: re-verify every file too)
+    only: Sequence[str] = ()  # run just these steps, always (the single-step commands)
+    verify: bool = False
+    offline_check: bool = False
+    wait_s: float = 0.0
+    progress: bool = False
+    pull_retries: Optional[int] = None
+    pull_backoff_s: Optional[float] = None
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    status: str  # done | cached | skipped | failed
+    seconds: float
+    detail: str
+    result: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    steps: List[StepOutcome]
+    log_path: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != "failed" for s in self.steps)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"status": "ok" if self.ok else "fail", "seconds": round(self.seconds, 3), "log": self.log_path,
+                "steps": [s.__dict__ for s in self.steps]}
+
+
+def _digest(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def clone_fingerprint(plan: Plan) -> Dict[str, Any]:
+    return {"url": plan.source_url, "ref": plan.manifest.source.ref, "dir": str(plan.source_dir)}
+
+
+def pull_fingerprint(plan: Plan) -> Dict[str, Any]:
+    from bootstrap.pull import repos_to_pull
+
+    return {"repos": repos_to_pull(plan), "weights_dir": str(plan.weights_dir)}
+
+
+def smoke_fingerprint(plan: Plan, pull_result: Dict[str, Any]) -> Dict[str, Any]:
+    files = {r["repo_id"]: {"commit": r["commit"], "files": {k: (v.get("sha256") or v.get("blob_id"))
+                                                            for k, v in r["files"].items()}}
+             for r in pull_result.get("repos", [])}
+    smoke = plan.manifest.smoke
+    return {"weights": _digest(files), "prompt": smoke.prompt, "template": smoke.template,
+            "max_new_tokens": smoke.max_new_tokens, "precision": smoke.precision, "python": sys.executable}
+
+
+def smoke_request(plan: Plan, pull_result: Optional[Dict[str, Any]] = None):
+    from bootstrap.smoke import SmokeRequest
+
+    model = plan.model
+    lora = model.kind == "lora" and model.base is not None
+    return SmokeRequest(
+        model_dir=plan.model_dir(model.repo_id),
+        base_dir=plan.model_dir(model.base) if lora else None,
+        prompt=plan.manifest.smoke.prompt, template=plan.manifest.smoke.template,
+        max_new_tokens=plan.manifest.smoke.max_new_tokens, precision=plan.manifest.smoke.precision,
+        size_gb=(model.base_size_gb or 0.0) + model.size_gb if lora else model.size_gb,
+    )
+
+
+def _check_fingerprint(plan: Plan) -> Dict[str, Any]:
+    return {"model": plan.model_key, "requirements": plan.manifest.requirements.model_dump(),
+            "python": sys.executable, "platform": platform.platform()}
+
+
+def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda _: None,
+        probes: Any = None) -> RunResult:
+    """Run the pipeline. Raises the first failing step's error (after logging it and recording nothing)."""
+    from bootstrap.pull import PullOptions, pull, unchanged_since
+
+    for name in list(options.skip) + list(options.force) + list(options.only):
+        if name not in STEPS:
+            raise errors.UsageError(f"--skip/--force: unknown step {name!r}", argument="--skip/--force",
+                                    remedy=f"use one of: {', '.join(STEPS)}")
+    skip = set(options.skip) | ((set(STEPS) - set(options.only)) if options.only else set())
+    fresh = set(options.force) | set(options.only)
+    started = time.perf_counter()
+    logger, log_path = open_log(plan.state_dir, "run", secrets=[plan.token] if plan.token else [])
+
+    def log(message: str) -> None:
+        logger.info(message)
+        echo(message)
+
+    outcomes: List[StepOutcome] = []
+    try:
+        with run_lock(plan.state_dir, wait_s=options.wait_s):
+            state = State(plan.state_dir)
+            log(f"run: model {plan.model_key} ({plan.model.repo_id}), profile {plan.profile_key}, "
+                f"endpoint {plan.endpoint}, manifest {plan.manifest_path}")
+            pull_options = PullOptions(
+                verify=options.verify or "pull" in options.force, progress=options.progress,
+                **{k: v for k, v in (("retries", options.pull_retries), ("backoff_s", options.pull_backoff_s))
+                   if v is not None})
+
+            # What is already done (decided without network, hashing or model load)?
+            pull_rec = state.get("pull", pull_fingerprint(plan))
+            pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
+                unchanged_since(pull_rec["result"])
+            smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
+            smoke_done = bool(smoke_rec) and "smoke" not in fresh
+            clone_rec = state.get("clone", clone_fingerprint(plan))
+            clone_done = bool(clone_rec) and "clone" not in fresh and \
+                (plan.source_dir / ".git").is_dir()
+            work_left = [s for s, done in (("clone", clone_done), ("pull", pull_done), ("smoke", smoke_done))
+                         if not done and s not in skip]
+
+            def step(name: str, fn: Callable[[], StepOutcome]) -> None:
+                if name in skip:
+                    if not options.only:
+                        outcomes.append(StepOutcome(name, "skipped", 0.0, "skipped (--skip)"))
+                        log(f"[{name}] skipped (--skip)")
+                    return
+                t0 = time.perf_counter()
+                log(f"[{name}] start")
+                try:
+                    out = fn()
+                except (errors.BootstrapError, KeyboardInterrupt) as exc:
+                    seconds = time.perf_counter() - t0
+                    outcomes.append(StepOutcome(name, "failed", round(seconds, 3), str(exc)))
+                    logger.exception(f"[{name}] failed after {seconds:.2f}s")
+                    raise
+                out.seconds = round(time.perf_counter() - t0, 3)
+                outcomes.append(out)
+                log(f"[{name}] {out.status} in {out.seconds:.2f}s: {out.detail}")
+
+            def do_check() -> StepOutcome:
+                from bootstrap.checks import run_checks
+
+                if not work_left and "check" not in fresh:
+                    return StepOutcome("check", "cached", 0, "nothing left to do; not re-checked")
+                report = run_checks(plan, probes, offline=options.offline_check)
+                for c in report.checks:
+                    logger.info(f"check {c.name}: {c.status}: {c.detail}" + (f" -> {c.remedy}" if c.remedy else ""))
+                if report.failed:
+                    first = next(c for c in report.checks if c.status == "fail")
+                    raise errors.ChecksFailed(report.failed, remedy=f"{first.name}: {first.detail}. {first.remedy or ''}"
+                                              .strip())
+                state.put("check", _check_fingerprint(plan), report.to_json())
+                return StepOutcome("check", "done", 0, f"overall {report.status}", report.to_json())
+
+            def do_clone() -> StepOutcome:
+                from bootstrap.vcs import clone
+
+                result = clone(plan.source_url, plan.manifest.source.ref, plan.source_dir)
+                state.put("clone", clone_fingerprint(plan), result.__dict__)
+                status = "cached" if result.action == "present" else "done"
+                return StepOutcome("clone", status, 0, f"{result.path} at {result.commit[:12]} ({result.action})",
+                                   result.__dict__)
+
+            def do_pull() -> StepOutcome:
+                if pull_done:
+                    return StepOutcome("pull", "cached", 0, "all files verified earlier and unchanged",
+                                       pull_rec["result"])
+                previous = (state.get("pull") or {}).get("result")
+                result = pull(plan, previous, pull_options, log)
+                state.put("pull", pull_fingerprint(plan), result)
+                state.forget("smoke")
+                n_dl = sum(len(r["downloaded"]) for r in result["repos"])
+                n_hash = sum(len(r["hashed"]) for r in result["repos"])
+                size = sum(r["bytes_total"] for r in result["repos"])
+                return StepOutcome("pull", "done", 0, f"{size / 1e9:.3f} GB in place; {n_dl} downloaded, "
+                                   f"{n_hash} verified", result)
+
+            def do_smoke() -> StepOutcome:
+                if smoke_done:
+                    return StepOutcome("smoke", "cached", 0, f"passed earlier: {smoke_rec['result']['answer']!r}",
+                                       smoke_rec["result"])
+                from bootstrap.smoke import smoke
+
+                pulled = (state.get("pull") or {}).get("result", {})
+                result = smoke(smoke_request(plan), log).to_json()
+                state.put("smoke", smoke_fingerprint(plan, pulled), result)
+                return StepOutcome("smoke", "done", 0,
+                                   f"{result['precision']} on {result['device']}, load {result['load_s']}s, "
+                                   f"first token {result['ttft_s']}s, {result['tokens_per_s']} tok/s: "
+                                   f"{result['answer']!r}", result)
+
+            for name, fn in (("check", do_check), ("clone", do_clone), ("pull", do_pull), ("smoke", do_smoke)):
+                step(name, fn)
+            log(f"run: finished in {time.perf_counter() - started:.2f}s")
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        raise errors.Interrupted(
+            "interrupted", remedy=f"state is consistent; run again to continue (log: {log_path})") from None
+    except errors.BootstrapError as exc:
+        base = exc.remedy or "see the log for details"
+        exc.remedy = f"{base} (log: {log_path})"
+        raise
+    finally:
+        close_log(logger)
+    return RunResult(outcomes, str(log_path), time.perf_counter() - started)
