@@ -184,6 +184,29 @@ def run_cmd(req: Request, wait_s: float, skip: Sequence[str], force: Sequence[st
                                 wait_s=wait_s, progress=_tty(req)))
 
 
+@cli.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Where the demo builds and runs (default ./llama-bootstrap-demo).")
+@click.option("--fresh", is_flag=True, help="Delete the work folder first and build everything anew.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def demo_cmd(workdir: Optional[Path], fresh: bool, as_json: bool) -> int:
+    """The whole pipeline offline: a tiny model on a local Hub, a local git source, the real steps."""
+    from bootstrap.demo.scenario import DEFAULT_WORKDIR, run_demo
+
+    echo = (lambda m: None) if as_json else (lambda m: say(m, err=True))
+    result = run_demo(workdir or Path(DEFAULT_WORKDIR), fresh=fresh, echo=echo)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        say("first run:")
+        print_run_result(result.first)
+        say("second run (nothing changed):")
+        print_run_result(result.second)
+        answer = next((s.result.get("answer") for s in result.first.steps if s.step == "smoke"), None)
+        say(f"demo passed: the tiny model answered {answer!r}" if answer is not None else "demo passed")
+    return EXIT_OK if result.first.ok and result.second.ok else EXIT_FAILED
+
+
 def _tty(req: Request) -> bool:
     return not req.as_json and sys.stderr.isatty()
 

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -53,6 +54,11 @@ def write_json_atomic(path: Path, doc: Dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
+def _normal(doc: Any) -> Any:
+    """``doc`` as it reads back from JSON (tuples become lists), so fingerprints compare equal."""
+    return json.loads(json.dumps(doc, sort_keys=True, default=str))
+
+
 class State:
     """The records of finished steps. ``get(step, fingerprint)`` returns a record only if it still holds."""
 
@@ -75,12 +81,13 @@ class State:
         record = self.doc["steps"].get(step)
         if not isinstance(record, dict):
             return None
-        if fingerprint is not None and record.get("fingerprint") != fingerprint:
+        if fingerprint is not None and record.get("fingerprint") != _normal(fingerprint):
             return None
         return record
 
     def put(self, step: str, fingerprint: Dict[str, Any], result: Dict[str, Any]) -> None:
-        self.doc["steps"][step] = {"fingerprint": fingerprint, "result": result, "finished_at": time.time()}
+        self.doc["steps"][step] = {"fingerprint": _normal(fingerprint), "result": _normal(result),
+                                   "finished_at": time.time()}
         write_json_atomic(self.path, self.doc)
 
     def forget(self, step: str) -> None:
@@ -127,7 +134,7 @@ def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> "
     """A fresh log file for this run (mode 0600), with secrets redacted from every record."""
     logs = ensure_private_dir(state_dir / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = logs / f"{name}-{stamp}-{os.getpid()}.log"
+    path = logs / f"{name}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.log"
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
     os.close(fd)
     logger = logging.getLogger(f"llama_bootstrap.{name}.{os.getpid()}.{stamp}")
