@@ -211,6 +211,22 @@ def _tty(req: Request) -> bool:
     return not req.as_json and sys.stderr.isatty()
 
 
+@cli.command("lock")
+@click.option("--repo", "repo_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=".",
+              show_default=True, help="The llama-bootstrap checkout whose locks to regenerate.")
+def lock_cmd(repo_root: Path) -> int:
+    """Regenerate conda-lock.yml, the explicit conda locks and requirements/*.txt (conda-lock + uv).
+
+    Needs a network that reaches conda-forge, the package index and PyTorch's wheel index. conda-lock
+    4 needs Python >= 3.10, so run this outside myenv (e.g. `pipx run --spec . llama-bootstrap lock`).
+    """
+    from bootstrap.lock import relock
+
+    for path in relock(repo_root.resolve()):
+        say(f"wrote {path}")
+    return EXIT_OK
+
+
 @cli.command("schema")
 def schema_cmd() -> int:
     """Print the manifest's JSON Schema (the repository ships it as manifest.schema.json)."""
