@@ -150,7 +150,8 @@ def check_gpu(plan: Plan, facts: _Facts) -> CheckResult:
                            "or set requirements.gpu: preferred to run on the CPU (slow)")
     if not report.gpus:
         return CheckResult("gpu", bad, "nvidia-smi found but it lists no GPU (driver not loaded?)",
-                           None if bad == OK else "run nvidia-smi and fix what it reports; reboot after a driver update")
+                           None if bad == OK else
+                           "run nvidia-smi and fix what it reports; reboot after a driver update")
     parts = []
     for g in report.gpus:
         cap = f", compute {g.compute_capability}" if g.compute_capability else ""

@@ -344,7 +344,8 @@ def load_manifest(path: Path) -> Manifest:
     shown = str(path)
     if path.is_dir():
         raise ManifestError(
-            "is a directory, not a manifest file", path=shown, remedy=f"pass the file, e.g. {path / DEFAULT_MANIFEST_NAME}"
+            "is a directory, not a manifest file", path=shown,
+            remedy=f"pass the file, e.g. {path / DEFAULT_MANIFEST_NAME}",
         )
     try:
         with open(path, "rb") as fh:
@@ -355,7 +356,8 @@ def load_manifest(path: Path) -> Manifest:
             remedy="pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST (the repository ships manifest.yaml)",
         ) from None
     except OSError as exc:
-        raise ManifestError(f"cannot read: {exc.strerror}", path=shown, remedy="check the path and its permissions") from None
+        raise ManifestError(f"cannot read: {exc.strerror}", path=shown,
+                            remedy="check the path and its permissions") from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"larger than {MAX_MANIFEST_BYTES} bytes; not a manifest", path=shown)
     try:

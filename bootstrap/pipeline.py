@@ -171,8 +171,8 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
                     logger.info(f"check {c.name}: {c.status}: {c.detail}" + (f" -> {c.remedy}" if c.remedy else ""))
                 if report.failed:
                     first = next(c for c in report.checks if c.status == "fail")
-                    raise errors.ChecksFailed(report.failed, remedy=f"{first.name}: {first.detail}. {first.remedy or ''}"
-                                              .strip())
+                    why = f"{first.name}: {first.detail}. {first.remedy or ''}".strip()
+                    raise errors.ChecksFailed(report.failed, remedy=why)
                 state.put("check", _check_fingerprint(plan), report.to_json())
                 return StepOutcome("check", "done", 0, f"overall {report.status}", report.to_json())
 

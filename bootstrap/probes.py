@@ -135,8 +135,8 @@ def disk_free(path: Path) -> Tuple[Path, int]:
 
 def reachable(url: str, timeout: float = 5.0) -> Tuple[bool, str]:
     """Can we open a TLS connection and get any HTTP answer from ``url``? (no body is read)."""
-    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "llama-bootstrap-check"})
     try:
+        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "llama-bootstrap-check"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - https/loopback checked by caller
             return True, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:  # any HTTP answer means the host is reachable

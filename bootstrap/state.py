@@ -130,7 +130,7 @@ class _Redact(logging.Filter):
         return True
 
 
-def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> "tuple[logging.Logger, Path]":
+def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> tuple[logging.Logger, Path]:
     """A fresh log file for this run (mode 0600), with secrets redacted from every record."""
     logs = ensure_private_dir(state_dir / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")

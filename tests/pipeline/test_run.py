@@ -37,8 +37,8 @@ def test_run_twice_second_is_a_noop(project, local_hub, monkeypatch):
     assert smoke_answer.strip()
 
     local_hub.reset_counters()
-    import bootstrap.smoke as smoke_mod
     import bootstrap.pull as pull_mod
+    import bootstrap.smoke as smoke_mod
     monkeypatch.setattr(smoke_mod, "smoke", lambda *a, **k: pytest.fail("model loaded on a no-op run"))
     monkeypatch.setattr(pull_mod, "sha256_file", lambda *a: pytest.fail("re-hashed on a no-op run"))
     second = run(plan, RunOptions())
