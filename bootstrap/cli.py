@@ -267,6 +267,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             traceback.print_exc()
         exc.show()
         code = EXIT_USAGE if isinstance(exc, click.UsageError) else (exc.exit_code or EXIT_USAGE)
+        if as_json:
+            print_json({"status": "error", "error": {"kind": type(exc).__name__, "message": exc.format_message(),
+                                                     "remedy": None, "exit_code": code}})
     except Exception as exc:  # noqa: BLE001 - mapped below; unknown ones are re-raised
         out = outcome(exc)
         if out is None:

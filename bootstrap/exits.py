@@ -35,7 +35,7 @@ class Outcome:
 
 def _where(exc: errors.ManifestError) -> str:
     where = exc.path or "manifest"
-    if exc.line:
+    if exc.line and not str(exc).startswith("line "):
         where += f":{exc.line}"
     return where
 

@@ -14,7 +14,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bootstrap.errors import ManifestError
 from bootstrap.urls import check_endpoint, check_source_url
@@ -190,10 +198,11 @@ class Manifest(_Strict):
 
     @field_validator("models", "profiles")
     @classmethod
-    def _keys(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+    def _keys(cls, value: Dict[str, Any], info: ValidationInfo) -> Dict[str, Any]:
         for key in value:
             if not _KEY.match(key):
-                raise ValueError(f"key {key!r} must be lowercase letters, digits, '.', '_' or '-'")
+                raise _FieldError(f"{info.field_name}.{key}",
+                                  f"key {key!r} must be lowercase letters, digits, '.', '_' or '-'")
         return value
 
     @model_validator(mode="after")
@@ -217,7 +226,15 @@ class _FieldError(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader without anchors/aliases (no alias bombs, no self-references); duplicates are checked after."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (*name) are not allowed in the manifest; write the value out",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 def _check_duplicates(node: yaml.Node, path: Tuple[str, ...] = ()) -> None:
@@ -227,7 +244,7 @@ def _check_duplicates(node: yaml.Node, path: Tuple[str, ...] = ()) -> None:
             key = str(key_node.value)
             if key in seen:
                 raise ManifestError(
-                    f"duplicate key {key!r} (first on line {seen[key]})",
+                    f"{'.'.join(path + (key,))}: duplicate key (first on line {seen[key]})",
                     field=".".join(path + (key,)),
                     line=key_node.start_mark.line + 1,
                     remedy="remove one of the two entries",
@@ -289,7 +306,11 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
     try:
         node = loader.get_single_node()
         if node is not None:
-            _check_duplicates(node)
+            try:
+                _check_duplicates(node)
+            except ManifestError as exc:
+                exc.path = source
+                raise
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -310,7 +331,7 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
             f"the manifest must be a mapping of keys, not a {type(data).__name__}", path=source, line=1,
             remedy="start from the repository's manifest.yaml",
         )
-    _reject_non_finite(data, ())
+    _reject_non_finite(data, (), node, source)
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -319,7 +340,10 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
         first_field, first_line = None, None
         for err in errors:
             field, msg = _describe(err)
-            line = _line_of(node, tuple(field.split("."))) if field != "(top level)" else None
+            loc = tuple(field.split("."))
+            if err.get("type") == "missing":  # the key is not there: point at its parent, if any
+                loc = loc[:-1]
+            line = _line_of(node, loc) if loc and field != "(top level)" else None
             if first_field is None:
                 first_field, first_line = field, line
             where = f"line {line}: " if line else ""
@@ -330,13 +354,16 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
         ) from None
 
 
-def _reject_non_finite(data: Any, path: Tuple[str, ...]) -> None:
+def _reject_non_finite(data: Any, path: Tuple[str, ...], node: Optional[yaml.Node], source: str) -> None:
     """YAML reads .inf/.nan and 1e999 as floats; pydantic says 'finite' but name it plainly."""
     if isinstance(data, float) and not math.isfinite(data):
-        raise ManifestError(f"{'.'.join(path)}: {data!r} is not a finite number", field=".".join(path))
+        field = ".".join(path)
+        line = _line_of(node, path)
+        raise ManifestError(f"line {line}: {field}: {data!r} is not a finite number", path=source, field=field,
+                            line=line, remedy="use an ordinary number")
     if isinstance(data, dict):
         for key, value in data.items():
-            _reject_non_finite(value, path + (str(key),))
+            _reject_non_finite(value, path + (str(key),), node, source)
 
 
 def load_manifest(path: Path) -> Manifest:
