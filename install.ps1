@@ -1,0 +1,677 @@
+<#
+.SYNOPSIS
+    install.ps1: provision a Windows PC and hand off to `llama-bootstrap run`.
+
+.DESCRIPTION
+    Mirror image of install.sh, function for function. Finds conda/mamba/micromamba, else downloads a
+    pinned, sha256-checked Miniforge3 and installs it unattended; creates the conda env from the
+    explicit lock conda-win-64.lock (or keeps it if it already matches); pip-installs the hash-locked
+    layer requirements\win-64-<torch>.txt inside it; installs the bootstrapper; hands off to
+    `llama-bootstrap run` (or `llama-bootstrap demo`). Every setting is an environment variable
+    (LLAMA_BOOTSTRAP_*); parameters are conveniences over them. Reference: docs\installers.md.
+
+    Test hook (no parameter): LLAMA_BOOTSTRAP_MINIFORGE_URL, the base URL Miniforge is fetched from
+    (https; http only for 127.0.0.1/localhost).
+
+.PARAMETER Manifest
+    LLAMA_BOOTSTRAP_MANIFEST: manifest path [<script dir>\manifest.yaml]
+.PARAMETER EnvName
+    LLAMA_BOOTSTRAP_ENV_NAME: conda env name [myenv]
+.PARAMETER Model
+    LLAMA_BOOTSTRAP_MODEL: model key [the manifest's]
+.PARAMETER Profile
+    LLAMA_BOOTSTRAP_PROFILE: global or cn (mirrors) [the manifest's]
+.PARAMETER CondaPrefix
+    LLAMA_BOOTSTRAP_CONDA_PREFIX: where Miniforge goes if no conda is found [%USERPROFILE%\miniforge3]
+.PARAMETER Torch
+    LLAMA_BOOTSTRAP_TORCH: auto, cuda or cpu pip layer [auto: cuda when nvidia-smi works]
+.PARAMETER SkipDownload
+    LLAMA_BOOTSTRAP_SKIP_DOWNLOAD: skip the model download (and the smoke test)
+.PARAMETER SkipSmoke
+    LLAMA_BOOTSTRAP_SKIP_SMOKE: skip the smoke test
+.PARAMETER Demo
+    LLAMA_BOOTSTRAP_DEMO: offline demo (tiny local model) instead of the real model
+.PARAMETER DryRun
+    LLAMA_BOOTSTRAP_DRY_RUN: print the plan, change nothing
+.PARAMETER Yes
+    LLAMA_BOOTSTRAP_YES: unattended: allowed to replace a mismatched env
+.PARAMETER InitShell
+    LLAMA_BOOTSTRAP_INIT_SHELL: let conda edit your PowerShell profile
+.PARAMETER Log
+    LLAMA_BOOTSTRAP_LOG: log file [%LOCALAPPDATA%\llama-bootstrap\logs\...]
+.PARAMETER Help
+    show this help
+
+.NOTES
+    -Debug (PowerShell's common parameter) sets LLAMA_BOOTSTRAP_DEBUG: trace commands, tracebacks.
+
+    Step table (install.sh <-> install.ps1); tests/installers/test_parity.py reads it:
+      parse_args             <-> Read-Options
+      detect_platform        <-> Get-Platform
+      select_locks           <-> Select-Locks
+      find_conda             <-> Find-Conda
+      start_log              <-> Start-Log
+      print_plan             <-> Write-Plan
+      install_miniforge      <-> Install-Miniforge
+      create_venv_fallback   <-> New-VenvFallback
+      create_env             <-> New-CondaEnv
+      install_pip_layer      <-> Install-PipLayer
+      install_bootstrapper   <-> Install-Bootstrapper
+      hand_off               <-> Invoke-HandOff
+
+.EXAMPLE
+    powershell -ExecutionPolicy Bypass -File .\install.ps1 -Profile cn -Yes
+#>
+[CmdletBinding()]
+param(
+    [string]$Manifest,
+    [string]$EnvName,
+    [string]$Model,
+    [string]$Profile,
+    [string]$CondaPrefix,
+    [string]$Torch,
+    [switch]$SkipDownload,
+    [switch]$SkipSmoke,
+    [switch]$Demo,
+    [switch]$DryRun,
+    [switch]$Yes,
+    [switch]$InitShell,
+    [string]$Log,
+    [switch]$Help
+)
+
+# ---- pinned constants -------------------------------------------------------------------------
+$MiniforgeVersion = '25.3.1-0'
+# sha256 of the release asset of conda-forge/miniforge 25.3.1-0 (see docs\installers.md).
+$MiniforgeSha256WindowsX86_64 = 'b7706a307b005fc397b70a244de19129100906928abccd5592580eb8296fb240'
+$MiniforgeUrlGlobal = "https://github.com/conda-forge/miniforge/releases/download/$MiniforgeVersion"
+# TUNA's mirror of the GitHub release assets (same files, same sha256).
+$MiniforgeUrlCn = "https://mirrors.tuna.tsinghua.edu.cn/github-release/conda-forge/miniforge/$MiniforgeVersion"
+# The channel URL the explicit conda locks are written against (rewritten for a profile mirror).
+$CondaForgeChannel = 'https://conda.anaconda.org/conda-forge'
+# The Windows CUDA build of torch is published only on PyTorch's own index (documented in
+# docs\installers.md); pip looks there only for requirements\win-64-cuda.txt, and only for files
+# whose sha256 that lock already pins.
+$TorchCudaIndex = 'https://download.pytorch.org/whl/cu128'
+# The venv fallback's pip locks are for this Python (see requirements\demo-*.in).
+$FallbackPython = '3.11'
+
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+# -Debug is PowerShell's common parameter; only the script scope sees whether it was passed.
+$script:DebugParameter = $PSBoundParameters.ContainsKey('Debug')
+$script:LogFile = ''
+$script:TmpDir = ''
+$script:VenvDir = ''
+
+# ---- small vocabulary -------------------------------------------------------------------------
+function Write-LogLine([string]$Message) {
+    if ($script:LogFile) {
+        try { Add-Content -LiteralPath $script:LogFile -Value $Message -Encoding UTF8 } catch { }
+    }
+}
+
+function Write-Stderr([string]$Prefix, [string]$Message, [System.ConsoleColor]$Colour) {
+    $coloured = (-not [Console]::IsErrorRedirected) -and (-not $env:NO_COLOR)
+    if ($coloured) {
+        $old = [Console]::ForegroundColor
+        [Console]::ForegroundColor = $Colour
+        [Console]::Error.Write($Prefix)
+        [Console]::ForegroundColor = $old
+    } else {
+        [Console]::Error.Write($Prefix)
+    }
+    [Console]::Error.WriteLine(" $Message")
+}
+
+function Write-Say([string]$Message) {
+    Write-Stderr 'llama-bootstrap:' $Message ([System.ConsoleColor]::White)
+    Write-LogLine "llama-bootstrap: $Message"
+}
+
+function Write-Warn([string]$Message) {
+    Write-Stderr 'warning:' $Message ([System.ConsoleColor]::Yellow)
+    Write-LogLine "warning: $Message"
+}
+
+# err: stop the install; the top-level catch prints the message and the log path, then exits 1.
+function Stop-Install([string]$Message) {
+    throw [System.Exception]::new($Message)
+}
+
+function Assert-Command([string]$Name) {
+    if (-not (Get-Command $Name -ErrorAction SilentlyContinue)) {
+        Stop-Install "need '$Name' (command not found); install it and re-run"
+    }
+}
+
+# ensure: run a native command; output to the console and the log; stop on a non-zero exit.
+function Invoke-Ensure([string]$Exe, [string[]]$Arguments) {
+    $line = "+ $Exe $($Arguments -join ' ')"
+    Write-LogLine $line
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        & $Exe @Arguments 2>&1 | ForEach-Object {
+            $text = "$_"
+            Write-LogLine $text
+            [Console]::Error.WriteLine($text)
+        }
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+    }
+    if ($code -ne 0) {
+        Stop-Install "command failed (exit $code): $Exe $($Arguments -join ' ')"
+    }
+}
+
+# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is an error.
+function ConvertTo-Bool([string]$Name, [string]$Value) {
+    switch ($Value.ToLowerInvariant()) {
+        { $_ -in @('1', 'true', 'yes', 'on') } { return 1 }
+        { $_ -in @('0', 'false', 'no', 'off', '') } { return 0 }
+        default { Stop-Install "$Name must be 0 or 1, got '$Value'" }
+    }
+}
+
+function Get-EnvOr([string]$Name, [string]$Default) {
+    $value = [Environment]::GetEnvironmentVariable($Name)
+    if ($value) { return $value }
+    return $Default
+}
+
+function Show-Usage {
+    Get-Help -Full $PSCommandPath | Out-String | Write-Output
+}
+
+# ---- steps ------------------------------------------------------------------------------------
+function Read-Options {
+    $script:RootDir = $PSScriptRoot
+    if (-not (Test-Path -LiteralPath (Join-Path $script:RootDir 'pyproject.toml')) -or
+        -not (Test-Path -LiteralPath (Join-Path $script:RootDir 'requirements'))) {
+        Stop-Install 'run install.ps1 from an unpacked llama-bootstrap release (requirements\ and pyproject.toml next to it)'
+    }
+    $o = @{}
+    $o.Manifest = Get-EnvOr 'LLAMA_BOOTSTRAP_MANIFEST' (Join-Path $script:RootDir 'manifest.yaml')
+    $o.EnvName = Get-EnvOr 'LLAMA_BOOTSTRAP_ENV_NAME' 'myenv'
+    $o.Model = Get-EnvOr 'LLAMA_BOOTSTRAP_MODEL' ''
+    $o.Profile = Get-EnvOr 'LLAMA_BOOTSTRAP_PROFILE' ''
+    $o.CondaPrefix = Get-EnvOr 'LLAMA_BOOTSTRAP_CONDA_PREFIX' (Join-Path $env:USERPROFILE 'miniforge3')
+    $o.Torch = Get-EnvOr 'LLAMA_BOOTSTRAP_TORCH' 'auto'
+    $o.SkipDownload = ConvertTo-Bool 'LLAMA_BOOTSTRAP_SKIP_DOWNLOAD' (Get-EnvOr 'LLAMA_BOOTSTRAP_SKIP_DOWNLOAD' '0')
+    $o.SkipSmoke = ConvertTo-Bool 'LLAMA_BOOTSTRAP_SKIP_SMOKE' (Get-EnvOr 'LLAMA_BOOTSTRAP_SKIP_SMOKE' '0')
+    $o.Demo = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DEMO' (Get-EnvOr 'LLAMA_BOOTSTRAP_DEMO' '0')
+    $o.DryRun = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DRY_RUN' (Get-EnvOr 'LLAMA_BOOTSTRAP_DRY_RUN' '0')
+    $o.Yes = ConvertTo-Bool 'LLAMA_BOOTSTRAP_YES' (Get-EnvOr 'LLAMA_BOOTSTRAP_YES' '0')
+    $o.InitShell = ConvertTo-Bool 'LLAMA_BOOTSTRAP_INIT_SHELL' (Get-EnvOr 'LLAMA_BOOTSTRAP_INIT_SHELL' '0')
+    $o.Log = Get-EnvOr 'LLAMA_BOOTSTRAP_LOG' ''
+    $o.Debug = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DEBUG' (Get-EnvOr 'LLAMA_BOOTSTRAP_DEBUG' '0')
+    $o.MiniforgeUrl = Get-EnvOr 'LLAMA_BOOTSTRAP_MINIFORGE_URL' ''
+
+    # Parameters win over the environment.
+    if ($Manifest) { $o.Manifest = $Manifest }
+    if ($EnvName) { $o.EnvName = $EnvName }
+    if ($Model) { $o.Model = $Model }
+    if ($Profile) { $o.Profile = $Profile }
+    if ($CondaPrefix) { $o.CondaPrefix = $CondaPrefix }
+    if ($Torch) { $o.Torch = $Torch }
+    if ($SkipDownload) { $o.SkipDownload = 1 }
+    if ($SkipSmoke) { $o.SkipSmoke = 1 }
+    if ($Demo) { $o.Demo = 1 }
+    if ($DryRun) { $o.DryRun = 1 }
+    if ($Yes) { $o.Yes = 1 }
+    if ($InitShell) { $o.InitShell = 1 }
+    if ($Log) { $o.Log = $Log }
+    if ($script:DebugParameter) { $o.Debug = 1 }
+
+    if (@('auto', 'cuda', 'cpu') -notcontains $o.Torch) {
+        Stop-Install "LLAMA_BOOTSTRAP_TORCH / -Torch must be auto, cuda or cpu, got '$($o.Torch)'"
+    }
+    if (@('', 'global', 'cn') -notcontains $o.Profile) {
+        Stop-Install "LLAMA_BOOTSTRAP_PROFILE / -Profile must be global or cn, got '$($o.Profile)'"
+    }
+    if ($o.EnvName -eq 'base' -or $o.EnvName -notmatch '^[A-Za-z0-9._-]+$') {
+        Stop-Install "env name '$($o.EnvName)' is not allowed (letters, digits, . _ -; not 'base')"
+    }
+    if ($o.Demo -ne 1 -and -not (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
+        Stop-Install "manifest not found: $($o.Manifest) (pass -Manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)"
+    }
+    if ($o.Debug -eq 1) {
+        $env:LLAMA_BOOTSTRAP_DEBUG = '1'
+        Set-PSDebug -Trace 1
+    }
+    # Isolation: nothing from the user's Python setup leaks into the env we build.
+    $env:PYTHONNOUSERSITE = '1'
+    foreach ($name in @('PYTHONPATH', 'PYTHONHOME', 'PIP_USER', 'PIP_REQUIRE_VIRTUALENV')) {
+        Remove-Item -LiteralPath "Env:$name" -ErrorAction SilentlyContinue
+    }
+    $base = $env:LOCALAPPDATA
+    if (-not $base) { $base = Join-Path $env:USERPROFILE 'AppData\Local' }
+    $script:StateDir = Join-Path $base 'llama-bootstrap'
+    $script:Opt = $o
+}
+
+function Get-Platform {
+    $onWindows = [Environment]::OSVersion.Platform -eq [PlatformID]::Win32NT
+    if (-not $onWindows) { Stop-Install 'install.ps1 is for Windows; on Linux run install.sh' }
+    $arch = $env:PROCESSOR_ARCHITEW6432
+    if (-not $arch) { $arch = $env:PROCESSOR_ARCHITECTURE }
+    switch ($arch) {
+        'AMD64' {
+            $script:PlatformArch = 'x86_64'
+            $script:Platform = 'win-64'
+            $script:MiniforgeSha256 = $MiniforgeSha256WindowsX86_64
+        }
+        'ARM64' { Stop-Install 'Windows on ARM is not supported (no CUDA torch for it); use an x86_64 PC' }
+        default { Stop-Install "unsupported CPU architecture '$arch' (supported: AMD64)" }
+    }
+    $script:MiniforgeFile = "Miniforge3-$MiniforgeVersion-Windows-$($script:PlatformArch).exe"
+}
+
+function Select-Locks {
+    $o = $script:Opt
+    $script:TorchReason = 'asked for'
+    $script:TorchKind = $o.Torch
+    if ($script:TorchKind -eq 'auto') {
+        $smi = Get-Command 'nvidia-smi' -ErrorAction SilentlyContinue
+        $gpu = $false
+        if ($smi) {
+            $eap = $ErrorActionPreference
+            $ErrorActionPreference = 'Continue'
+            try { & $smi.Source -L *> $null; $gpu = ($LASTEXITCODE -eq 0) } catch { $gpu = $false }
+            $ErrorActionPreference = $eap
+        }
+        if ($gpu) {
+            $script:TorchKind = 'cuda'; $script:TorchReason = 'auto: nvidia-smi found a GPU'
+        } else {
+            $script:TorchKind = 'cpu'; $script:TorchReason = 'auto: no working nvidia-smi'
+        }
+    }
+    $script:CondaLock = Join-Path $script:RootDir "conda-$($script:Platform).lock"
+    $script:PipLock = Join-Path $script:RootDir "requirements\$($script:Platform)-$($script:TorchKind).txt"
+    $script:FallbackLock = Join-Path $script:RootDir "requirements\demo-$($script:Platform).txt"
+    if (-not (Test-Path -LiteralPath $script:CondaLock)) {
+        Stop-Install "no conda lock for $($script:Platform): $($script:CondaLock) is missing (this platform is detected but not locked yet)"
+    }
+    if (-not (Test-Path -LiteralPath $script:PipLock)) {
+        Stop-Install "no pip lock for $($script:Platform)/$($script:TorchKind): $($script:PipLock) is missing (try -Torch cpu)"
+    }
+    if (Select-String -LiteralPath $script:PipLock -Pattern '^# llama-bootstrap: incomplete lock' -Quiet) {
+        Stop-Install "$($script:PipLock) is not fully hashed yet (see its header); re-lock it with 'llama-bootstrap lock' or use -Torch cpu"
+    }
+    # The profile in force: the parameter/variable, else the manifest's top-level `profile:`.
+    $script:ProfileName = $o.Profile
+    if (-not $script:ProfileName -and (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
+        $script:ProfileName = Get-ManifestValue $o.Manifest 'profile'
+    }
+    $script:MiniforgeBaseUrl = $o.MiniforgeUrl
+    if (-not $script:MiniforgeBaseUrl) {
+        if ($script:ProfileName -eq 'cn') { $script:MiniforgeBaseUrl = $MiniforgeUrlCn } else { $script:MiniforgeBaseUrl = $MiniforgeUrlGlobal }
+    }
+    Test-DownloadUrl $script:MiniforgeBaseUrl
+    $script:CondaMirror = ''
+    if ($script:ProfileName -and (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
+        $script:CondaMirror = Get-ManifestCondaChannel $o.Manifest $script:ProfileName
+    }
+}
+
+# https only; plain http only for a loopback test server.
+function Test-DownloadUrl([string]$Url) {
+    if ($Url -notmatch '^(https://|http://(127\.0\.0\.1|localhost)(:|/))') {
+        Stop-Install "refusing to download from '$Url': only https:// URLs (http:// only for 127.0.0.1/localhost)"
+    }
+}
+
+# A top-level scalar of the manifest (`key: value  # comment`), read line by line.
+function Get-ManifestValue([string]$Path, [string]$Key) {
+    foreach ($line in Get-Content -LiteralPath $Path -Encoding UTF8) {
+        if ($line -match "^$([regex]::Escape($Key)):\s*(.*?)\s*(#.*)?$") {
+            return ($Matches[1] -replace '[''"]', '')
+        }
+    }
+    return ''
+}
+
+# profiles.<profile>.conda_channel from the manifest (the value must sit on one line).
+function Get-ManifestCondaChannel([string]$Path, [string]$ProfileName) {
+    $inProfiles = $false
+    $inProfile = $false
+    foreach ($line in Get-Content -LiteralPath $Path -Encoding UTF8) {
+        if ($line -match '^[^ #]') { $inProfiles = ($line -match '^profiles:'); $inProfile = $false; continue }
+        if ($inProfiles -and $line -match '^  ([^ #][^:]*):') { $inProfile = ($Matches[1] -eq $ProfileName); continue }
+        if ($inProfile -and $line -match '^    conda_channel:\s*(.*?)\s*(#.*)?$') {
+            return ($Matches[1] -replace '[''"]', '')
+        }
+    }
+    return ''
+}
+
+function Find-Conda {
+    $o = $script:Opt
+    $script:CondaBin = ''
+    $script:CondaFoundVia = ''
+    if ($env:CONDA_EXE -and (Test-Path -LiteralPath $env:CONDA_EXE -PathType Leaf)) {
+        $script:CondaBin = $env:CONDA_EXE; $script:CondaFoundVia = 'CONDA_EXE'
+    }
+    if (-not $script:CondaBin) {
+        foreach ($candidate in @('conda', 'mamba', 'micromamba')) {
+            $cmd = Get-Command $candidate -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+            if ($cmd) { $script:CondaBin = $cmd.Source; $script:CondaFoundVia = 'PATH'; break }
+        }
+    }
+    if (-not $script:CondaBin) {
+        $prefixes = @($o.CondaPrefix, (Join-Path $env:USERPROFILE 'miniforge3'), (Join-Path $env:USERPROFILE 'mambaforge'),
+            (Join-Path $env:USERPROFILE 'miniconda3'), (Join-Path $env:USERPROFILE 'anaconda3'), 'C:\ProgramData\miniforge3')
+        foreach ($prefix in $prefixes) {
+            $exe = Join-Path $prefix 'Scripts\conda.exe'
+            if (Test-Path -LiteralPath $exe -PathType Leaf) {
+                $script:CondaBin = $exe; $script:CondaFoundVia = 'usual prefix'; break
+            }
+        }
+    }
+    if ($script:CondaBin) {
+        $eap = $ErrorActionPreference
+        $ErrorActionPreference = 'Continue'
+        $base = (& $script:CondaBin info --base 2> $null | Select-Object -Last 1)
+        $code = $LASTEXITCODE
+        $ErrorActionPreference = $eap
+        if ($code -ne 0 -or -not $base) { Stop-Install "'$($script:CondaBin) info --base' failed; is that conda working?" }
+        $baseDir = "$base".Trim()
+        $script:EnvPrefix = Join-Path $baseDir "envs\$($o.EnvName)"
+    } else {
+        $script:EnvPrefix = Join-Path $o.CondaPrefix "envs\$($o.EnvName)"
+    }
+}
+
+function Start-Log {
+    $o = $script:Opt
+    if ($o.Log) {
+        $script:LogFile = $o.Log
+    } else {
+        $script:LogFile = Join-Path $script:StateDir ("logs\install-{0}.log" -f (Get-Date -Format 'yyyyMMdd-HHmmss'))
+    }
+    $folder = Split-Path -Parent $script:LogFile
+    if ($folder) { New-Item -ItemType Directory -Force -Path $folder | Out-Null }
+    Add-Content -LiteralPath $script:LogFile -Value "install.ps1 started $(Get-Date) in $($script:RootDir)" -Encoding UTF8
+    $script:TmpDir = Join-Path ([System.IO.Path]::GetTempPath()) ("llama-bootstrap." + [System.Guid]::NewGuid().ToString('N'))
+    New-Item -ItemType Directory -Force -Path $script:TmpDir | Out-Null
+}
+
+function Get-HandOffArguments {
+    $o = $script:Opt
+    $a = @('-m', 'bootstrap')
+    if ($o.Demo -eq 1) { return ($a + @('demo')) }
+    $a += @('run', '--manifest', $o.Manifest)
+    if ($o.Profile) { $a += @('--profile', $o.Profile) }
+    if ($o.Model) { $a += @('--model', $o.Model) }
+    if ($o.SkipDownload -eq 1) { $a += @('--skip', 'pull', '--skip', 'smoke') }
+    elseif ($o.SkipSmoke -eq 1) { $a += @('--skip', 'smoke') }
+    return $a
+}
+
+function Write-Plan {
+    $o = $script:Opt
+    $handOff = Get-HandOffArguments
+    if ($script:CondaBin) {
+        $condaLine = "$($script:CondaBin) (found via $($script:CondaFoundVia))"
+    } else {
+        $condaLine = "not found: will install Miniforge3 $MiniforgeVersion into $($o.CondaPrefix)"
+    }
+    if (-not (Test-Path -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta'))) {
+        $envLine = "$($o.EnvName) at $($script:EnvPrefix) (will be created)"
+    } elseif (Test-EnvMatchesLock) {
+        $envLine = "$($o.EnvName) at $($script:EnvPrefix) (exists, matches the lock: kept)"
+    } else {
+        $envLine = "$($o.EnvName) at $($script:EnvPrefix) (exists, does not match the lock: replaced only with -Yes)"
+    }
+    $lines = @()
+    if ($o.DryRun -eq 1) { $lines += 'llama-bootstrap install plan (dry run: nothing is changed)' }
+    else { $lines += 'llama-bootstrap install plan' }
+    $lines += "  platform:     $($script:Platform) (windows $($script:PlatformArch))"
+    $lines += "  conda:        $condaLine"
+    if (-not $script:CondaBin) {
+        $lines += "  miniforge:    $($script:MiniforgeBaseUrl)/$($script:MiniforgeFile)"
+        $lines += "  sha256:       $($script:MiniforgeSha256)"
+    }
+    $lines += "  environment:  $envLine"
+    $lines += "  conda lock:   $($script:CondaLock)"
+    if ($script:CondaMirror) { $lines += "  conda mirror: $($script:CondaMirror) (profile $($script:ProfileName))" }
+    $lines += "  torch:        $($script:TorchKind) ($($script:TorchReason))"
+    $lines += "  pip lock:     $($script:PipLock)"
+    $lines += "  bootstrapper: pip install --no-deps --no-build-isolation --no-index $($script:RootDir)"
+    $lines += "  hand-off:     <env python> $($handOff -join ' ')"
+    if ($o.Demo -eq 1 -and -not $script:CondaBin) {
+        $lines += "  fallback:     if Miniforge cannot be downloaded: a Python $FallbackPython venv at $(Join-Path $script:StateDir "venvs\$($o.EnvName)-demo")"
+        $lines += "                with $($script:FallbackLock)"
+    }
+    if ($script:LogFile) { $lines += "  log:          $($script:LogFile)" }
+    foreach ($line in $lines) {
+        Write-LogLine $line
+        Write-Output $line
+    }
+}
+
+# Download $Url to $Dest; https only (TLS 1.2+), http only for loopback test servers; 3 tries.
+function Invoke-Download([string]$Url, [string]$Dest) {
+    Test-DownloadUrl $Url
+    $lastError = $null
+    for ($try = 1; $try -le 3; $try++) {
+        try {
+            Invoke-WebRequest -Uri $Url -OutFile $Dest -UseBasicParsing -TimeoutSec 600
+            return
+        } catch {
+            $lastError = $_
+            Start-Sleep -Seconds $try
+        }
+    }
+    throw $lastError
+}
+
+# Returns $false (after a warning) only when the download itself failed; every other failure stops.
+function Install-Miniforge {
+    $o = $script:Opt
+    $url = "$($script:MiniforgeBaseUrl)/$($script:MiniforgeFile)"
+    $installer = Join-Path $script:TmpDir $script:MiniforgeFile
+    $part = "$installer.part"
+    if ((Test-Path -LiteralPath $o.CondaPrefix) -and (Get-ChildItem -LiteralPath $o.CondaPrefix -Force | Select-Object -First 1)) {
+        Stop-Install "$($o.CondaPrefix) exists but holds no conda; remove it or choose another -CondaPrefix"
+    }
+    Assert-Command 'Invoke-WebRequest'
+    Assert-Command 'Get-FileHash'
+    Write-Say "no conda found: downloading Miniforge3 $MiniforgeVersion from $url"
+    try {
+        Invoke-Download $url $part
+    } catch {
+        Remove-Item -LiteralPath $part -Force -ErrorAction SilentlyContinue
+        Write-Warn "could not download ${url}: $($_.Exception.Message)"
+        return $false
+    }
+    $got = (Get-FileHash -LiteralPath $part -Algorithm SHA256).Hash.ToLowerInvariant()
+    if ($got -ne $script:MiniforgeSha256) {
+        Remove-Item -LiteralPath $part -Force -ErrorAction SilentlyContinue
+        Stop-Install ("checksum mismatch for $($script:MiniforgeFile) from $($script:MiniforgeBaseUrl)`n" +
+            "  want: $($script:MiniforgeSha256)`n  got:  $got`n" +
+            'nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / -Profile) and re-run')
+    }
+    Move-Item -LiteralPath $part -Destination $installer -Force
+    Write-Say "sha256 verified; installing Miniforge into $($o.CondaPrefix)"
+    Write-LogLine "+ $installer /S /InstallationType=JustMe /RegisterPython=0 /AddToPath=0 /D=$($o.CondaPrefix)"
+    # /D= must come last and unquoted (NSIS).
+    $proc = Start-Process -FilePath $installer -Wait -PassThru -ArgumentList @(
+        '/S', '/InstallationType=JustMe', '/RegisterPython=0', '/AddToPath=0', "/D=$($o.CondaPrefix)")
+    if ($proc.ExitCode -ne 0) { Stop-Install "the Miniforge installer failed (exit $($proc.ExitCode))" }
+    $script:CondaBin = Join-Path $o.CondaPrefix 'Scripts\conda.exe'
+    $script:CondaFoundVia = 'installed now'
+    if (-not (Test-Path -LiteralPath $script:CondaBin)) { Stop-Install "Miniforge installed but $($script:CondaBin) is missing" }
+    if ($o.InitShell -eq 1) {
+        Invoke-Ensure $script:CondaBin @('init', 'powershell')
+    } else {
+        Write-Say 'your PowerShell profile was left alone (pass -InitShell to let conda edit it)'
+    }
+    $script:EnvPrefix = Join-Path $o.CondaPrefix "envs\$($o.EnvName)"
+    return $true
+}
+
+# Only reached with -Demo, when no conda was found and Miniforge could not be downloaded.
+function New-VenvFallback {
+    $o = $script:Opt
+    $found = ''
+    foreach ($launcher in @('py', 'python')) {
+        if (-not (Get-Command $launcher -ErrorAction SilentlyContinue)) { continue }
+        $rest = @()
+        if ($launcher -eq 'py') { $rest = @("-$FallbackPython") }
+        $eap = $ErrorActionPreference
+        $ErrorActionPreference = 'Continue'
+        $out = & $launcher @rest -c 'import sys; print(str(sys.version_info[0]) + chr(46) + str(sys.version_info[1])); print(sys.executable)' 2> $null
+        $code = $LASTEXITCODE
+        $ErrorActionPreference = $eap
+        if ($code -eq 0 -and $out -and $out[0] -eq $FallbackPython) { $found = $out[1]; break }
+    }
+    if (-not $found) {
+        Stop-Install ("no conda, no Miniforge download, and no Python $FallbackPython for the -Demo venv fallback;`n" +
+            "install conda (or let the Miniforge download through), or install Python $FallbackPython")
+    }
+    if (-not (Test-Path -LiteralPath $script:FallbackLock)) {
+        Stop-Install "no venv-fallback lock for $($script:Platform): $($script:FallbackLock) is missing"
+    }
+    $script:VenvDir = Join-Path $script:StateDir "venvs\$($o.EnvName)-demo"
+    Write-Warn '=================================================================================='
+    Write-Warn 'NO CONDA: -Demo falls back to a plain Python venv. This is NOT the environment a'
+    Write-Warn "real install uses (conda env from $(Split-Path -Leaf $script:CondaLock)); it only runs the demo."
+    Write-Warn "  python:   $found ($FallbackPython)"
+    Write-Warn "  venv:     $($script:VenvDir)"
+    Write-Warn "  pip lock: $($script:FallbackLock)"
+    Write-Warn '=================================================================================='
+    $python = Join-Path $script:VenvDir 'Scripts\python.exe'
+    if (-not (Test-Path -LiteralPath $python)) {
+        Invoke-Ensure $found @('-m', 'venv', $script:VenvDir)
+    }
+    $script:EnvPrefix = $script:VenvDir
+    $script:EnvPython = $python
+    $script:PipLock = $script:FallbackLock
+}
+
+function Get-Sha256([string]$Path) {
+    return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
+}
+
+function Test-EnvMatchesLock {
+    $stamp = Join-Path $script:EnvPrefix 'conda-meta\llama-bootstrap-lock.sha256'
+    if (-not (Test-Path -LiteralPath $stamp)) { return $false }
+    $want = ((Get-Content -LiteralPath $stamp -TotalCount 1) -split ' ')[0]
+    return ($want -eq (Get-Sha256 $script:CondaLock))
+}
+
+function New-CondaEnv {
+    $o = $script:Opt
+    $script:EnvPython = Join-Path $script:EnvPrefix 'python.exe'
+    $lockName = Split-Path -Leaf $script:CondaLock
+    if (Test-Path -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta')) {
+        if (Test-EnvMatchesLock) {
+            Write-Say "env $($o.EnvName) already matches ${lockName}: keeping it"
+            return
+        }
+        if ($o.Yes -ne 1) {
+            Stop-Install ("env $($o.EnvName) at $($script:EnvPrefix) exists but was not made from ${lockName};`n" +
+                're-run with -Yes to replace it, or pick another name with -EnvName')
+        }
+        Write-Say "env $($o.EnvName) does not match the lock: removing it (-Yes)"
+        Invoke-Ensure $script:CondaBin @('remove', '--yes', '--name', $o.EnvName, '--all')
+    }
+    $lock = $script:CondaLock
+    if ($script:CondaMirror) {
+        $lock = Join-Path $script:TmpDir $lockName
+        Write-Say "profile $($script:ProfileName): fetching conda packages from $($script:CondaMirror)"
+        $mirror = $script:CondaMirror.TrimEnd('/')
+        $text = foreach ($line in Get-Content -LiteralPath $script:CondaLock) {
+            if ($line.StartsWith("$CondaForgeChannel/")) { $mirror + $line.Substring($CondaForgeChannel.Length) } else { $line }
+        }
+        Set-Content -LiteralPath $lock -Value $text -Encoding ASCII
+    }
+    Write-Say "creating env $($o.EnvName) from $lockName"
+    Invoke-Ensure $script:CondaBin @('create', '--yes', '--name', $o.EnvName, '--file', $lock)
+    if (-not (Test-Path -LiteralPath $script:EnvPython)) { Stop-Install "conda created $($o.EnvName) but $($script:EnvPython) is missing" }
+    Set-Content -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta\llama-bootstrap-lock.sha256') `
+        -Value "$(Get-Sha256 $script:CondaLock)  $lockName" -Encoding ASCII
+}
+
+function Install-PipLayer {
+    Write-Say "installing the pip layer $(Split-Path -Leaf $script:PipLock) (every file checked against its sha256)"
+    $a = @('-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--require-hashes',
+        '--no-deps', '--only-binary', ':all:', '-r', $script:PipLock)
+    if ((Split-Path -Leaf $script:PipLock) -eq 'win-64-cuda.txt') {
+        # The CUDA build of torch for Windows exists only there (see $TorchCudaIndex above).
+        $a += @('--extra-index-url', $TorchCudaIndex)
+    }
+    Invoke-Ensure $script:EnvPython $a
+}
+
+function Install-Bootstrapper {
+    Write-Say "installing the bootstrapper from $($script:RootDir)"
+    # Its dependencies all came from the hashed pip layer; --no-index: nothing else is downloaded.
+    Invoke-Ensure $script:EnvPython @('-m', 'pip', 'install', '--disable-pip-version-check', '--no-input',
+        '--no-deps', '--no-build-isolation', '--no-index', $script:RootDir)
+}
+
+function Invoke-HandOff {
+    $handOff = Get-HandOffArguments
+    Write-Say "handing off: $($script:EnvPython) $($handOff -join ' ')"
+    Write-LogLine "+ $($script:EnvPython) $($handOff -join ' ')"
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    & $script:EnvPython @handOff
+    $code = $LASTEXITCODE
+    $ErrorActionPreference = $eap
+    Write-LogLine "hand-off exited with $code"
+    if ($code -ne 0) { Stop-Install "llama-bootstrap $($handOff[2]) failed (exit $code); its messages are above" }
+    Write-Say "done. The environment is $($script:EnvPrefix); log: $($script:LogFile)"
+}
+
+function Invoke-Main {
+    if ($PSVersionTable.PSVersion.Major -lt 5) {
+        Stop-Install "PowerShell 5.1 or later is needed (this is $($PSVersionTable.PSVersion)); install Windows Management Framework 5.1"
+    }
+    # TLS 1.2 for every download (PowerShell 5.1 defaults to TLS 1.0 on older Windows).
+    [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+    if ($Help) { Show-Usage; return }
+    Read-Options
+    Get-Platform
+    Select-Locks
+    Find-Conda
+    if ($script:Opt.DryRun -ne 1) {
+        Start-Log
+    }
+    Write-Plan
+    if ($script:Opt.DryRun -eq 1) {
+        return
+    }
+    if (-not $script:CondaBin) {
+        if (-not (Install-Miniforge)) {
+            if ($script:Opt.Demo -eq 1) {
+                New-VenvFallback
+            } else {
+                Stop-Install ("no conda found and Miniforge could not be downloaded from $($script:MiniforgeBaseUrl);`n" +
+                    'check the network or proxy, try -Profile cn, or set LLAMA_BOOTSTRAP_MINIFORGE_URL to a mirror of the same file')
+            }
+        }
+    }
+    if (-not $script:VenvDir) {
+        New-CondaEnv
+    }
+    Install-PipLayer
+    Install-Bootstrapper
+    Invoke-HandOff
+}
+
+try {
+    Invoke-Main
+} catch {
+    Write-Stderr 'error:' $_.Exception.Message ([System.ConsoleColor]::Red)
+    Write-LogLine "error: $($_.Exception.Message)"
+    if ($script:LogFile) { [Console]::Error.WriteLine("the full log is in: $($script:LogFile)") }
+    if ($script:TmpDir -and (Test-Path -LiteralPath $script:TmpDir)) { Remove-Item -LiteralPath $script:TmpDir -Recurse -Force -ErrorAction SilentlyContinue }
+    exit 1
+}
+if ($script:TmpDir -and (Test-Path -LiteralPath $script:TmpDir)) { Remove-Item -LiteralPath $script:TmpDir -Recurse -Force -ErrorAction SilentlyContinue }
+exit 0

