@@ -28,27 +28,12 @@ CONDA_LOCK_FILE = "conda-lock.yml"
 EXPLICIT_TEMPLATE = "conda-{platform}.lock"
 CONDA_PLATFORMS = ("linux-64", "win-64")
 
-PYTHON_VERSION = "3.9"
-# uv's --python-platform target for each conda platform.
-UV_PLATFORMS = {
-    "linux-64": "x86_64-unknown-linux-gnu",
-    "win-64": "x86_64-pc-windows-msvc",
-}
-# PyTorch's own wheel indexes (a vendor host, not the package index). The Windows CUDA build
-# and the Linux CPU-only build of torch are published only there; the CLI exposes both as
-# options whose defaults are these constants.
+LINUX = "x86_64-unknown-linux-gnu"  # uv's --python-platform names
+WINDOWS = "x86_64-pc-windows-msvc"
+# PyTorch's own wheel indexes (a vendor host, not the package index): the Windows CUDA build and
+# the CPU builds used by the demo/test locks are published only there.
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
-# (input stem under requirements/, conda platform, variant, which torch index it needs).
-# The .in files are owned by the requirements layer; this list is the only place that names them.
-REQUIREMENT_INPUTS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
-    ("cuda", "linux-64", "cuda", None),
-    ("cpu-linux", "linux-64", "cpu", "cpu"),
-    ("cpu", "win-64", "cpu", None),
-    ("win-cuda", "win-64", "cuda", "cuda"),
-)
-
 COMPILE_COMMAND = "llama-bootstrap lock"
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -57,30 +42,38 @@ Which = Callable[[str], Optional[str]]
 
 @dataclass(frozen=True)
 class PipLock:
-    """One ``uv pip compile`` run: ``in_file`` -> ``out_file`` for ``platform``."""
+    """One ``uv pip compile`` run: ``in_file`` -> ``out_file`` for one Python and platform."""
 
     in_file: str  # relative to the repo root, e.g. requirements/cuda.in
-    platform: str  # conda platform name, e.g. linux-64
     out_file: str  # e.g. requirements/linux-64-cuda.txt
-    extra_index_url: Optional[str] = None
+    python: str  # e.g. "3.9"
+    platform: str  # uv's --python-platform
+    torch_index: Optional[str] = None  # "cuda" | "cpu": also search that PyTorch index
+
+
+# Every pip lock of the repository; a test keeps this table and requirements/ in step.
+PIP_LOCKS: Tuple[PipLock, ...] = (
+    # the product layer of myenv (Python 3.9)
+    PipLock("requirements/cuda.in", "requirements/linux-64-cuda.txt", "3.9", LINUX),
+    PipLock("requirements/cpu.in", "requirements/linux-64-cpu.txt", "3.9", LINUX),
+    PipLock("requirements/cpu.in", "requirements/win-64-cpu.txt", "3.9", WINDOWS),
+    PipLock("requirements/win-cuda.in", "requirements/win-64-cuda.txt", "3.9", WINDOWS, "cuda"),
+    # the installers' --demo venv fallback (Python 3.11, CPU torch)
+    PipLock("requirements/demo-linux.in", "requirements/demo-linux-64.txt", "3.11", LINUX, "cpu"),
+    PipLock("requirements/demo-win.in", "requirements/demo-win-64.txt", "3.11", WINDOWS),
+    # developers and CI
+    PipLock("requirements/test.in", "requirements/test.txt", "3.11", LINUX, "cpu"),
+    PipLock("requirements/test-py39.in", "requirements/test-py39.txt", "3.9", LINUX),
+    PipLock("requirements/conda-lock-tests.in", "requirements/conda-lock-tests.txt", "3.11", LINUX),
+)
 
 
 def pip_lock_table(
     torch_cuda_index: str = TORCH_CUDA_INDEX, torch_cpu_index: str = TORCH_CPU_INDEX
-) -> List[PipLock]:
-    """The (in-file, platform, out-file) table, built from :data:`REQUIREMENT_INPUTS`."""
+) -> List[Tuple[PipLock, Optional[str]]]:
+    """Each lock with the URL of the PyTorch index it needs (None: the default index only)."""
     indexes = {"cuda": torch_cuda_index, "cpu": torch_cpu_index}
-    table = []
-    for stem, platform, variant, index in REQUIREMENT_INPUTS:
-        table.append(
-            PipLock(
-                in_file=f"requirements/{stem}.in",
-                platform=platform,
-                out_file=f"requirements/{platform}-{variant}.txt",
-                extra_index_url=indexes[index] if index else None,
-            )
-        )
-    return table
+    return [(row, indexes[row.torch_index] if row.torch_index else None) for row in PIP_LOCKS]
 
 
 def conda_lock_commands(conda_lock: str) -> List[List[str]]:
@@ -95,19 +88,20 @@ def conda_lock_commands(conda_lock: str) -> List[List[str]]:
     return [lock, render]
 
 
-def uv_compile_command(uv: str, pip_lock: PipLock) -> List[str]:
-    """``uv pip compile`` for one row of the table, hashes on, no index URL in the output."""
+def uv_compile_command(uv: str, pip_lock: PipLock, extra_index_url: Optional[str] = None) -> List[str]:
+    """``uv pip compile`` for one lock: hashes on, no index URL or find-links in the output."""
     argv = [
         uv, "pip", "compile", pip_lock.in_file,
-        "--python-version", PYTHON_VERSION,
-        "--python-platform", UV_PLATFORMS[pip_lock.platform],
+        "--python-version", pip_lock.python,
+        "--python-platform", pip_lock.platform,
         "--generate-hashes",
         "--no-emit-index-url",
+        "--no-emit-find-links",
         "--custom-compile-command", COMPILE_COMMAND,
         "-o", pip_lock.out_file,
     ]
-    if pip_lock.extra_index_url:
-        argv += ["--extra-index-url", pip_lock.extra_index_url]
+    if extra_index_url:
+        argv += ["--extra-index-url", extra_index_url, "--index-strategy", "unsafe-best-match"]
     return argv
 
 
@@ -151,7 +145,7 @@ def relock(
     uv = _need(which, "uv", "pip install uv")
 
     table = pip_lock_table(torch_cuda_index, torch_cpu_index)
-    inputs = [ENVIRONMENT_FILE] + [row.in_file for row in table]
+    inputs = [ENVIRONMENT_FILE] + sorted({row.in_file for row, _ in table})
     missing = [name for name in inputs if not (repo_root / name).is_file()]
     if missing:
         raise StepFailed(
@@ -165,7 +159,7 @@ def relock(
     written.append(repo_root / CONDA_LOCK_FILE)
     written.extend(repo_root / EXPLICIT_TEMPLATE.format(platform=p) for p in CONDA_PLATFORMS)
 
-    for row in table:
-        _run(runner, uv_compile_command(uv, row), repo_root)
+    for row, index in table:
+        _run(runner, uv_compile_command(uv, row, index), repo_root)
         written.append(repo_root / row.out_file)
     return written

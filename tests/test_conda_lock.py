@@ -11,7 +11,6 @@ produces.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,6 @@ from conda_lock.lockfile import parse_conda_lock_file  # noqa: E402
 from conda_lock.lookup import DEFAULT_MAPPING_URL  # noqa: E402
 from conda_lock.src_parser import make_lock_spec  # noqa: E402
 from conda_lock.virtual_package import default_virtual_package_repodata  # noqa: E402
-
-from bootstrap import lock as relock_mod  # noqa: E402
-from bootstrap.errors import StepFailed, ToolMissing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / "environment.yml"
@@ -193,106 +189,3 @@ def test_explicit_file_is_conda_locks_own_render(tmp_path, platform):
     assert urls and all(re.fullmatch(r"https://\S+#[0-9a-f]{32}", u) for u in urls)
 
 
-# -- bootstrap.lock ----------------------------------------------------------------------------
-
-
-class FakeRunner:
-    def __init__(self, fail_on=None):
-        self.calls = []
-        self.fail_on = fail_on
-
-    def __call__(self, argv, **kwargs):
-        self.calls.append((argv, kwargs))
-        code = 1 if self.fail_on and self.fail_on in argv else 0
-        return subprocess.CompletedProcess(argv, code, "", "solver exploded\n" if code else "")
-
-
-def _which(*present):
-    return lambda tool: f"/opt/bin/{tool}" if tool in present else None
-
-
-@pytest.fixture
-def checkout(tmp_path):
-    (tmp_path / "environment.yml").write_text(ENV_FILE.read_text(encoding="utf-8"), encoding="utf-8")
-    (tmp_path / "requirements").mkdir()
-    for stem, _platform, _variant, _index in relock_mod.REQUIREMENT_INPUTS:
-        (tmp_path / "requirements" / f"{stem}.in").write_text("-r base.in\n", encoding="utf-8")
-    return tmp_path
-
-
-def test_relock_runs_conda_lock_then_uv_with_exact_arguments(checkout):
-    runner = FakeRunner()
-    written = relock_mod.relock(checkout, runner=runner, which=_which("conda-lock", "uv"))
-
-    argvs = [call[0] for call in runner.calls]
-    assert argvs[0] == [
-        "/opt/bin/conda-lock", "lock", "--file", "environment.yml",
-        "--platform", "linux-64", "--platform", "win-64", "--lockfile", "conda-lock.yml",
-    ]
-    assert argvs[1] == [
-        "/opt/bin/conda-lock", "render", "--kind", "explicit",
-        "--platform", "linux-64", "--platform", "win-64",
-        "--filename-template", "conda-{platform}.lock", "conda-lock.yml",
-    ]
-    common = ["--generate-hashes", "--no-emit-index-url", "--custom-compile-command", "llama-bootstrap lock"]
-    assert argvs[2] == [
-        "/opt/bin/uv", "pip", "compile", "requirements/cuda.in",
-        "--python-version", "3.9", "--python-platform", "x86_64-unknown-linux-gnu",
-        *common, "-o", "requirements/linux-64-cuda.txt",
-    ]
-    assert argvs[3][-2:] == ["--extra-index-url", relock_mod.TORCH_CPU_INDEX]
-    assert argvs[3][argvs[3].index("-o") + 1] == "requirements/linux-64-cpu.txt"
-    assert argvs[4] == [
-        "/opt/bin/uv", "pip", "compile", "requirements/cpu.in",
-        "--python-version", "3.9", "--python-platform", "x86_64-pc-windows-msvc",
-        *common, "-o", "requirements/win-64-cpu.txt",
-    ]
-    assert argvs[5] == [
-        "/opt/bin/uv", "pip", "compile", "requirements/win-cuda.in",
-        "--python-version", "3.9", "--python-platform", "x86_64-pc-windows-msvc",
-        *common, "-o", "requirements/win-64-cuda.txt",
-        "--extra-index-url", "https://download.pytorch.org/whl/cu128",
-    ]
-    assert len(argvs) == 6
-    for argv, kwargs in runner.calls:
-        assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-        assert kwargs["cwd"] == str(checkout)
-        assert not kwargs.get("shell")
-    assert [p.relative_to(checkout).as_posix() for p in written] == [
-        "conda-lock.yml", "conda-linux-64.lock", "conda-win-64.lock",
-        "requirements/linux-64-cuda.txt", "requirements/linux-64-cpu.txt",
-        "requirements/win-64-cpu.txt", "requirements/win-64-cuda.txt",
-    ]
-
-
-def test_relock_cuda_index_is_overridable(checkout):
-    runner = FakeRunner()
-    relock_mod.relock(checkout, runner=runner, which=_which("conda-lock", "uv"),
-                      torch_cuda_index="https://mirror.example/whl/cu128")
-    assert runner.calls[-1][0][-2:] == ["--extra-index-url", "https://mirror.example/whl/cu128"]
-
-
-@pytest.mark.parametrize(("present", "missing"), [(("uv",), "conda-lock"), (("conda-lock",), "uv")])
-def test_relock_missing_tool_raises_before_running_anything(checkout, present, missing):
-    runner = FakeRunner()
-    with pytest.raises(ToolMissing) as info:
-        relock_mod.relock(checkout, runner=runner, which=_which(*present))
-    assert info.value.tool == missing
-    assert info.value.remedy
-    assert runner.calls == []
-
-
-def test_relock_failed_command_raises_step_failed(checkout):
-    runner = FakeRunner(fail_on="render")
-    with pytest.raises(StepFailed, match="render") as info:
-        relock_mod.relock(checkout, runner=runner, which=_which("conda-lock", "uv"))
-    assert "solver exploded" in str(info.value)
-    assert len(runner.calls) == 2  # stopped at the failing render, uv never ran
-
-
-def test_relock_missing_input_raises(checkout):
-    (checkout / "requirements" / "win-cuda.in").unlink()
-    runner = FakeRunner()
-    with pytest.raises(StepFailed, match="win-cuda.in"):
-        relock_mod.relock(checkout, runner=runner, which=_which("conda-lock", "uv"))
-    assert runner.calls == []
