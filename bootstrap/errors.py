@@ -18,8 +18,13 @@ class BootstrapError(Exception):
 
     def __init__(self, message: str, *, remedy: Optional[str] = None) -> None:
         super().__init__(message)
+        self.message = message
         if remedy is not None:
             self.remedy = remedy
+
+    def __str__(self) -> str:
+        # Not Exception.__str__: OSError-based subclasses would print "[Errno None] None: None".
+        return self.message
 
 
 # -- usage / input errors (exit code 2) -------------------------------------------------

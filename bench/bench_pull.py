@@ -1,0 +1,162 @@
+"""``llama-bootstrap pull`` against a direct ``snapshot_download`` of the same files from the same server.
+
+Three files of random bytes (256 MiB each; 64 MiB with --quick) are served by the project's
+LocalHub on 127.0.0.1. Both sides are fresh subprocesses with fresh target folders, run in the
+order A B B A ... after one discarded warm-up each:
+
+- A (baseline): ``snapshot_download(repo_id, revision=<commit>, local_dir=..., endpoint=...)``
+- B (ours): ``llama-bootstrap pull --manifest M --json`` (also verifies every file's sha256)
+
+Reported: the ratio of the medians (target <= 1.05x), the peak RSS of ours (target < 300 MB,
+also with one file 4x as big, to show it does not grow with file size), and from one
+instrumented run where our time goes (model_info, snapshot_download, our verification).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    HUB_CHUNK,
+    MIB,
+    PLACEHOLDER_REF,
+    PROBE,
+    Row,
+    abba,
+    bench_env,
+    cli_path,
+    cli_python,
+    fmt_ratio,
+    fmt_s,
+    fresh_dir,
+    load_average,
+    main_for,
+    median,
+    model_dir,
+    random_files,
+    run_child,
+    say,
+    spread,
+    workspace,
+    write_manifest,
+)
+
+BASELINE = """\
+import sys
+from huggingface_hub import snapshot_download
+repo_id, commit, local_dir, endpoint = sys.argv[1:5]
+snapshot_download(repo_id, revision=commit, local_dir=local_dir, endpoint=endpoint)
+"""
+RATIO_TARGET = 1.05
+RSS_TARGET = 300e6
+
+
+def shard_names(n: int) -> List[str]:
+    return [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+
+
+def _sizes(n: int, size: int) -> Dict[str, int]:
+    return {name: size for name in shard_names(n)}
+
+
+def run(quick: bool = False) -> List[Row]:
+    from bootstrap.demo.hubserver import LocalHub
+    from bootstrap.demo.scenario import DEMO_REPO_ID
+
+    reps = 3 if quick else 5
+    size = (64 if quick else 256) * MIB
+    n_files = 3
+    total = n_files * size
+    cli = cli_path()
+    with workspace("pull") as ws, LocalHub(chunk_size=HUB_CHUNK) as hub:
+        say(f"pull: writing {n_files} x {size // MIB} MiB of random bytes")
+        commit = hub.add_repo(DEMO_REPO_ID, random_files(ws / "served", _sizes(n_files, size)))
+        env = bench_env(ws / "hf-home")
+        baseline_py = ws / "baseline.py"
+        baseline_py.write_text(BASELINE, encoding="utf-8")
+        size_gb = total / 1e9
+
+        def side(name: str, i: int):
+            root = fresh_dir(ws / "runs" / f"{name}{i}")
+            try:
+                if name == "A":
+                    child = run_child([sys.executable, baseline_py, DEMO_REPO_ID, commit, model_dir(root), hub.url],
+                                      env=env).check()
+                else:
+                    manifest = write_manifest(root, hub.url, str(ws / "no-source"), PLACEHOLDER_REF, size_gb=size_gb)
+                    child = run_child([cli, "pull", "--manifest", manifest, "--json"], env=env).check()
+                    repo = child.json()["steps"][0]["result"]["repos"][0]
+                    if len(repo["hashed"]) != n_files or len(repo["downloaded"]) != n_files:
+                        raise RuntimeError(f"pull did not download+verify {n_files} files: {repo}")
+                got = sorted(p.name for p in model_dir(root).iterdir() if p.is_file())
+                if got != shard_names(n_files):
+                    raise RuntimeError(f"{name}: unexpected files {got}")
+                return child
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+
+        say(f"pull: warm-up, then {reps} x (baseline, ours) in A B B A order; load {load_average()}")
+        side("A", -1)
+        side("B", -1)
+        times: Dict[str, List[float]] = {"A": [], "B": []}
+        rss: Dict[str, List[int]] = {"A": [], "B": []}
+        for i, name in abba(reps):
+            child = side(name, i)
+            times[name].append(child.wall_s)
+            rss[name].append(child.maxrss_bytes)
+            say(f"  {'baseline' if name == 'A' else 'ours    '} #{i}: {child.wall_s:.3f} s, "
+                f"peak RSS {child.maxrss_bytes / 1e6:.0f} MB")
+
+        # Where our time goes: one instrumented run.
+        root = fresh_dir(ws / "runs" / "probe")
+        manifest = write_manifest(root, hub.url, str(ws / "no-source"), PLACEHOLDER_REF, size_gb=size_gb)
+        report_path = ws / "probe.json"
+        run_child([cli_python(), PROBE, report_path, "--phases", "--", "pull", "--manifest", manifest, "--json"],
+                  env=env).check()
+        probe = json.loads(report_path.read_text(encoding="utf-8"))
+        shutil.rmtree(root, ignore_errors=True)
+
+        # Peak RSS does not grow with the file size: one file 4x as big.
+        say(f"pull: peak RSS with one file of {4 * size // MIB} MiB")
+        shutil.rmtree(ws / "served")
+        big_commit = hub.add_repo(DEMO_REPO_ID, random_files(ws / "served-big", {shard_names(1)[0]: 4 * size}))
+        root = fresh_dir(ws / "runs" / "big")
+        manifest = write_manifest(root, hub.url, str(ws / "no-source"), PLACEHOLDER_REF, size_gb=4 * size / 1e9)
+        big = run_child([cli, "pull", "--manifest", manifest, "--json"], env=env).check()
+        assert big.json()["steps"][0]["result"]["repos"][0]["commit"] == big_commit
+
+    a, b = median(times["A"]), median(times["B"])
+    ratio = b / a
+    phases = probe["phases"]
+    hashed = [c for c in probe["hash_calls"] if c["fn"] == "sha256_file"]
+    hash_s = sum(c["seconds"] for c in hashed)
+    rows = [
+        Row(f"pull vs snapshot_download ({n_files}x{size // MIB} MiB)", fmt_ratio(ratio), f"<= {RATIO_TARGET}x",
+            ratio <= RATIO_TARGET, [
+                f"baseline median {fmt_s(a)} ({spread(times['A'])}), ours {fmt_s(b)} ({spread(times['B'])}); "
+                f"{total / a / 1e6:.0f} vs {total / b / 1e6:.0f} MB/s",
+                f"ours, instrumented: model_info {phases.get('model_info_s', 0):.3f} s, snapshot_download "
+                f"{phases.get('download_s', 0):.3f} s, verification {phases.get('verify_s', 0):.3f} s "
+                f"({len(hashed)} sha256 calls, {hash_s:.3f} s of hashing over the threads), "
+                f"whole command {probe['seconds']:.3f} s",
+            ]),
+        Row("pull peak RSS", f"{max(rss['B']) / 1e6:.0f} MB", f"< {RSS_TARGET / 1e6:.0f} MB",
+            max(rss["B"] + [big.maxrss_bytes]) < RSS_TARGET, [
+                f"ours max over reps {max(rss['B']) / 1e6:.0f} MB, with one {4 * size // MIB} MiB file "
+                f"{big.maxrss_bytes / 1e6:.0f} MB; baseline {max(rss['A']) / 1e6:.0f} MB",
+            ]),
+        Row("sha256 calls per file during pull", f"{len(hashed) / n_files:.2f}", "1 (once per file)",
+            len(hashed) == n_files and len({c['path'] for c in hashed}) == n_files),
+    ]
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(run))
