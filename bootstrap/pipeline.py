@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -59,6 +60,11 @@ class RunResult:
                 "steps": [s.__dict__ for s in self.steps]}
 
 
+def _interpreter() -> List[str]:
+    """Which Python environment: the same env reached as python, python3 or via a symlink is one."""
+    return [os.path.realpath(sys.prefix), platform.python_version()]
+
+
 def _digest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -79,7 +85,7 @@ def smoke_fingerprint(plan: Plan, pull_result: Dict[str, Any]) -> Dict[str, Any]
              for r in pull_result.get("repos", [])}
     smoke = plan.manifest.smoke
     return {"weights": _digest(files), "prompt": smoke.prompt, "template": smoke.template,
-            "max_new_tokens": smoke.max_new_tokens, "precision": smoke.precision, "python": sys.executable}
+            "max_new_tokens": smoke.max_new_tokens, "precision": smoke.precision, "python": _interpreter()}
 
 
 def smoke_request(plan: Plan, pull_result: Optional[Dict[str, Any]] = None):
@@ -98,7 +104,7 @@ def smoke_request(plan: Plan, pull_result: Optional[Dict[str, Any]] = None):
 
 def _check_fingerprint(plan: Plan) -> Dict[str, Any]:
     return {"model": plan.model_key, "requirements": plan.manifest.requirements.model_dump(),
-            "python": sys.executable, "platform": platform.platform()}
+            "python": _interpreter(), "platform": platform.platform()}
 
 
 def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda _: None,

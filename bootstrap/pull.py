@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
+from bootstrap.follow import HashFollower
 from bootstrap.integrity import git_blob_sha1, sha256_file
 from bootstrap.plan import Plan
 from bootstrap.probes import disk_free
@@ -205,14 +207,16 @@ def _record_ok(path: Path, want: RemoteFile, record: Optional[Dict[str, Any]]) -
             and record.get("sha256") == want.sha256 and record.get("blob_id") == want.blob_id)
 
 
-def _verify(path: Path, want: RemoteFile) -> Tuple[bool, str, str]:
-    """(ok, want, got) by hashing the file."""
+def _verify(path: Path, want: RemoteFile, followed: Optional[str] = None) -> Tuple[bool, str, str]:
+    """(ok, want, got) by hashing the file, or by the digest a follower took while it was written."""
     if not path.is_file():
         return False, want.sha256 or want.blob_id or "a file", "missing"
     size = path.stat().st_size
     if size != want.size:
         return False, f"{want.size} bytes", f"{size} bytes"
-    if want.sha256:
+    if want.sha256 and followed == want.sha256:
+        return True, want.sha256, followed
+    if want.sha256:  # no follower digest, or a mismatch: a follower alone never condemns a file
         got = sha256_file(path)
         return got == want.sha256, want.sha256, got
     if want.blob_id:
@@ -284,24 +288,36 @@ def pull_repo(plan: Plan, repo_id: str, revision: str, *, previous: Optional[Dic
         )
     local_dir.mkdir(parents=True, exist_ok=True)
 
-    def download(files: List[RemoteFile]) -> None:
+    def download(files: List[RemoteFile]) -> Dict[str, str]:
+        """Download ``files``; LFS files are hashed while they arrive. Returns the followers' digests."""
         names = [f.path for f in files]
         log(f"downloading {len(names)} file(s) of {repo_id}@{remote.commit[:12]} from {plan.endpoint}")
-        _with_retries(lambda: snapshot_download(
-            repo_id, revision=remote.commit, local_dir=str(local_dir), allow_patterns=names,
-            endpoint=plan.endpoint, token=plan.token, max_workers=options.max_workers,
-        ), options, log)
+        finished = threading.Event()
+        followers = [HashFollower(local_dir, f.path, f.sha256, f.size, finished) for f in files if f.sha256]
+        for follower in followers:
+            follower.start()
+        try:
+            _with_retries(lambda: snapshot_download(
+                repo_id, revision=remote.commit, local_dir=str(local_dir), allow_patterns=names,
+                endpoint=plan.endpoint, token=plan.token, max_workers=options.max_workers,
+            ), options, log)
+        finally:
+            finished.set()
+            for follower in followers:
+                follower.join()
+        return {f.rel_path: f.digest for f in followers if f.digest}
 
+    followed: Dict[str, str] = {}
     for attempt in (1, 2):
         try:
             if missing or attempt == 2:
-                download(todo)
+                followed = download(todo)
         except errors.BootstrapError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated
             raise _translate(exc, repo_id, plan) from exc
         result.downloaded = sorted(set(result.downloaded) | {f.path for f in missing})
-        bad = _verify_all(local_dir, todo, options, result, done, log)
+        bad = _verify_all(local_dir, todo, followed, result, done, log)
         if not bad:
             return result
         for f, _, _ in bad:
@@ -314,12 +330,13 @@ def pull_repo(plan: Plan, repo_id: str, revision: str, *, previous: Optional[Dic
     raise errors.IntegrityError(f.path, want=want, got=got, repo_id=repo_id)
 
 
-def _verify_all(local_dir: Path, files: List[RemoteFile], options: PullOptions, result: RepoResult,
+def _verify_all(local_dir: Path, files: List[RemoteFile], followed: Dict[str, str], result: RepoResult,
                 done: Dict[str, Dict[str, Any]], log: Callable[[str], None]) -> List[Tuple[RemoteFile, str, str]]:
-    """Hash ``files`` in parallel (hashlib releases the GIL); record the good, return the bad."""
+    """Verify ``files`` (followers' digests, else hashing in parallel: hashlib releases the GIL);
+    record the good, return the bad."""
     workers = max(1, min(len(files), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = list(pool.map(lambda f: (f, _verify(local_dir / f.path, f)), files))
+        checked = list(pool.map(lambda f: (f, _verify(local_dir / f.path, f, followed.get(f.path))), files))
     bad = []
     for f, (ok, want, got) in checked:
         if ok:

@@ -56,7 +56,25 @@ def chat_prompt(template: str, prompt: str) -> str:
     return template.replace("{prompt}", prompt)
 
 
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak_rss() -> None:
+    """Linux: restart the process's high-water mark, so the peak is this load's, not the caller's."""
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_bytes() -> Optional[int]:
+    try:  # Linux: VmHWM, reset by _reset_peak_rss()
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows
@@ -112,6 +130,7 @@ def smoke(req: SmokeRequest, log: Callable[[str], None] = lambda _: None) -> Smo
         log("WARNING: " + w)
     log(f"loading {req.model_dir} with transformers {transformers.__version__}, {chosen} on {device}")
 
+    _reset_peak_rss()
     started = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=False)

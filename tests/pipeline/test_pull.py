@@ -172,3 +172,16 @@ def test_pull_cli_exit_codes(local_hub, served, tmp_path):
     assert [s["step"] for s in doc["steps"]] == ["pull"] and doc["steps"][0]["status"] == "done"
     gone = cli(["pull", "--manifest", str(manifest), "--endpoint", "http://127.0.0.1:9", "--retries", "0"])
     assert gone.returncode == 1 and "--profile cn" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_large_files_are_verified_while_they_download(local_hub, served, monkeypatch):
+    """The follower hashes the .incomplete file as it grows: no second read of the file afterwards."""
+    folder, manifest = served
+    local_hub.inject("*/model.safetensors", "slow", times=None, delay=0.002)
+    import bootstrap.pull as pull_mod
+    hashed = []
+    monkeypatch.setattr(pull_mod, "sha256_file", lambda p: hashed.append(p.name) or sha256(p))
+    result = pull(plan_for(manifest), None, FAST, lambda _: None)
+    assert "model.safetensors" in result["repos"][0]["hashed"]
+    assert "model.safetensors" not in hashed
+    assert result["repos"][0]["files"]["model.safetensors"]["sha256"] == sha256(folder / "model.safetensors")
