@@ -59,6 +59,20 @@ def _count_hashes() -> None:
         setattr(integrity, name, counted)
         setattr(pull, name, counted)
 
+    import bootstrap.follow as follow
+
+    original_follow = follow.HashFollower._follow
+
+    def followed(self: Any) -> Any:
+        t0 = time.perf_counter()
+        digest = original_follow(self)
+        with _lock:
+            report["hash_calls"].append({"fn": "follower", "path": self.rel_path, "digest": digest,
+                                         "seconds": round(time.perf_counter() - t0, 4)})
+        return digest
+
+    follow.HashFollower._follow = followed  # type: ignore[method-assign]
+
 
 def _count_connects() -> None:
     original = socket.socket.connect
