@@ -45,7 +45,7 @@
 .NOTES
     -Debug (PowerShell's common parameter) sets LLAMA_BOOTSTRAP_DEBUG: trace commands, tracebacks.
 
-    Step table (install.sh <-> install.ps1); tests/installers/test_parity.py reads it:
+    Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
       parse_args             <-> Read-Options
       detect_platform        <-> Get-Platform
       select_locks           <-> Select-Locks

@@ -14,7 +14,7 @@
 # Every setting is an environment variable (LLAMA_BOOTSTRAP_*); flags are conveniences over them.
 # Reference: docs/installers.md.
 #
-# Step table (install.sh <-> install.ps1); tests/installers/test_parity.py reads it:
+# Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
 #   parse_args             <-> Read-Options
 #   detect_platform        <-> Get-Platform
 #   select_locks           <-> Select-Locks
