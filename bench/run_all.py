@@ -1,9 +1,8 @@
 """Run every benchmark and print one table: what, measured median, target, PASS/FAIL.
 
-    python bench/run_all.py [--quick] [--only pull,hash,...] [--no-proto]
+    python bench/run_all.py [--quick] [--only pull,hash,...]
 
---quick: fewer repetitions and 64 MiB files instead of 256 MiB. The overlap prototype
-(bench/proto_overlap.py, informational rows) runs unless --no-proto. Exit code 1 if any target
+--quick: fewer repetitions and 64 MiB files instead of 256 MiB. Exit code 1 if any target
 FAILs. Offline; needs the project installed (``pip install -e .``) in this interpreter.
 """
 
@@ -23,14 +22,14 @@ if __package__ in (None, ""):
 from bench.common import Row, load_average, print_rows, say
 
 BENCHES = ("startup", "hash", "pull", "noop_run", "smoke", "demo")
-MODULES = {name: f"bench.bench_{name}" for name in BENCHES} | {"proto": "bench.proto_overlap"}
+MODULES = {name: f"bench.bench_{name}" for name in BENCHES}
 
 
 def main(argv: List[str]) -> int:
     quick = "--quick" in argv
     only = next((a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
                  if a.startswith("--only")), None)
-    default = list(BENCHES) + ([] if "--no-proto" in argv else ["proto"])
+    default = list(BENCHES)
     names = [n.strip() for n in only.split(",")] if only else default
     unknown = [n for n in names if n not in MODULES]
     if unknown:

@@ -8,6 +8,7 @@ are imported inside the commands that need them, never at import time.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -278,5 +279,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             traceback.print_exc()
         _report_error(out.message, out.remedy, out.kind, out.code, as_json)
         code = out.code
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    code = code if isinstance(code, int) else EXIT_OK
+    if code == EXIT_INTERRUPTED:
+        # Do not wait for the download library's worker threads to finish their files: state is
+        # written atomically and partial downloads resume, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 

@@ -99,6 +99,18 @@ def _network_errors() -> Tuple[type, ...]:
     return tuple(kinds)
 
 
+def _dropped(exc: BaseException) -> bool:
+    """A transfer that started and was cut (not a host that cannot be reached)."""
+    names = {"ChunkedEncodingError", "ProtocolError", "IncompleteRead", "RemoteProtocolError", "ReadError"}
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in names:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _status_of(exc: BaseException) -> Optional[int]:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -129,6 +141,13 @@ def _translate(exc: BaseException, repo_id: str, plan: Plan, filename: Optional[
     if isinstance(exc, hf.RepositoryNotFoundError):
         return errors.NotFoundError(f"{repo_id} not found at {plan.endpoint}", repo_id=repo_id, url=url,
                                     remedy="check repo_id in the manifest (and the endpoint: --profile)")
+    if _dropped(exc):
+        return errors.DownloadError(
+            f"the connection to {plan.endpoint} dropped while downloading {repo_id} ({type(exc).__name__})",
+            repo_id=repo_id, url=url,
+            remedy="run the same command again: the download resumes where it stopped"
+            + ("; if it keeps dropping, try --profile cn" if plan.profile_key != "cn" else ""),
+        )
     if isinstance(exc, hf.LocalEntryNotFoundError) or isinstance(exc, _network_errors()):
         hint = "try --profile cn (a Hub mirror reachable from mainland China)" if plan.profile_key != "cn" else \
             "check the network, proxy (HTTPS_PROXY) and firewall"
@@ -166,6 +185,29 @@ def _with_retries(fn: Callable[[], Any], options: PullOptions, log: Callable[[st
             time.sleep(delay)
 
 
+def _in_background(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a daemon thread and wait for it in short slices, so Ctrl-C is handled at once.
+
+    huggingface_hub downloads in a thread pool that would finish every file in flight before a
+    KeyboardInterrupt got through; the partial files stay for the next run to resume.
+    """
+    box: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="download", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 # -- what is there, what we want --------------------------------------------------------------
 
 
@@ -193,6 +235,10 @@ def select_files(files: List[RemoteFile]) -> Tuple[List[RemoteFile], List[str]]:
         else:
             chosen.append(f)
     return chosen, skipped
+
+
+def _size(n: float) -> str:
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / 1e6:.1f} MB"
 
 
 def _record_ok(path: Path, want: RemoteFile, record: Optional[Dict[str, Any]]) -> bool:
@@ -281,8 +327,8 @@ def pull_repo(plan: Plan, repo_id: str, revision: str, *, previous: Optional[Dic
     where, free = disk_free(local_dir)
     if missing and free < need:
         raise errors.DiskSpaceError(
-            f"not enough disk for {repo_id}: need {need / GB:.2f} GB (incl. "
-            f"{plan.manifest.requirements.disk_margin_gb:g} GB margin), {free / GB:.2f} GB free at {where}",
+            f"not enough disk for {repo_id}: need {_size(need)} (incl. "
+            f"{plan.manifest.requirements.disk_margin_gb:g} GB margin), {_size(free)} free at {where}",
             path=str(where), need=need, free=free,
             remedy="free space there, or set weights.dir in the manifest to a bigger disk",
         )
@@ -297,14 +343,14 @@ def pull_repo(plan: Plan, repo_id: str, revision: str, *, previous: Optional[Dic
         for follower in followers:
             follower.start()
         try:
-            _with_retries(lambda: snapshot_download(
+            _in_background(lambda: _with_retries(lambda: snapshot_download(
                 repo_id, revision=remote.commit, local_dir=str(local_dir), allow_patterns=names,
                 endpoint=plan.endpoint, token=plan.token, max_workers=options.max_workers,
-            ), options, log)
+            ), options, log))
         finally:
             finished.set()
-            for follower in followers:
-                follower.join()
+        for follower in followers:  # on Ctrl-C they are abandoned (daemon threads), not awaited
+            follower.join()
         return {f.rel_path: f.digest for f in followers if f.digest}
 
     followed: Dict[str, str] = {}

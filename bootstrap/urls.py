@@ -18,13 +18,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def redact(url: str) -> str:
+    """``url`` safe to print: any user:password@ part is replaced by ``***@``."""
+    if "@" not in url:
+        return url
+    parts = urlsplit(url)
+    if "://" in url and parts.netloc and "@" in parts.netloc:
+        return url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1], 1)
+    return "***@" + url.rsplit("@", 1)[1]  # scp-like user@host:path, or something odd
+
+
 def check_endpoint(url: str) -> str:
     """Return ``url`` without a trailing slash, or raise ValueError saying what is wrong."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL; use https://HOST")
+        raise ValueError(f"{redact(url)!r} is not an http(s) URL; use https://HOST")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(f"{url!r} uses plain http; only https is allowed (http only for 127.0.0.1/localhost)")
+        raise ValueError(f"{redact(url)!r} uses plain http; only https is allowed (http only for 127.0.0.1/localhost)")
     if parts.username or parts.password:
         raise ValueError("endpoint URLs must not carry credentials; set HF_TOKEN instead")
     return url.rstrip("/")
@@ -41,4 +51,4 @@ def check_source_url(url: str) -> str:
         return url
     if parts.scheme in ("http", "git") and parts.hostname and is_loopback_host(parts.hostname):
         return url
-    raise ValueError(f"{url!r}: use https://, ssh://, file:// or a local path (plain http only on loopback)")
+    raise ValueError(f"{redact(url)!r}: use https://, ssh://, file:// or a local path (plain http only on loopback)")

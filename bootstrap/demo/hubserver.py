@@ -108,6 +108,15 @@ def describe_file(local: Path, rel: str, lfs_patterns: Sequence[str] = LFS_PATTE
     return RepoFile(rel, local, size, sha1.hexdigest(), sha256.hexdigest(), False, 0, stat.st_mtime_ns)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up (killed download, dropped keep-alive) is normal here, not a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class LocalHub:
     """A Hub-compatible server on 127.0.0.1; use as a context manager or call start()/stop()."""
 
@@ -132,7 +141,7 @@ class LocalHub:
         return f"http://{self.host}:{self._server.server_address[1]}"
 
     def start(self) -> LocalHub:
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server = _QuietServer((self.host, self.port), _Handler)
         server.daemon_threads = True
         server.block_on_close = False
         server.hub = self  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ from bootstrap.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_manifest(folder: Path, endpoint: str, source_url: str, ref: str, **changes: Any) -> Path:
+def write_manifest(folder: Path, endpoint: str, source_url: str = "unused", ref: str = "0" * 40,
+                   **changes: Any) -> Path:
     """The demo's manifest with ``changes`` applied: keys like ``smoke__max_new_tokens=4``."""
     doc = demo_manifest(endpoint, source_url, ref)
     for key, value in changes.items():
