@@ -250,8 +250,8 @@ def _report_error(message: str, remedy: Optional[str], kind: str, code: int, as_
                                                  "exit_code": code}})
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point: run the CLI and turn every known error into a message and an exit code."""
+def run_cli(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI; turn every known error into a message and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = settings_mod.from_env().debug
     as_json = _json_requested(args)
@@ -279,10 +279,15 @@ def main(argv: Optional[List[str]] = None) -> None:
             traceback.print_exc()
         _report_error(out.message, out.remedy, out.kind, out.code, as_json)
         code = out.code
-    code = code if isinstance(code, int) else EXIT_OK
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The ``llama-bootstrap`` process: run the CLI and exit with its code."""
+    code = run_cli(argv)
     if code == EXIT_INTERRUPTED:
         # Do not wait for the download library's worker threads to finish their files: state is
-        # written atomically and partial downloads resume, so leave now.
+        # written atomically and partial downloads resume, so the process leaves now.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bootstrap import __version__, checks, errors, exits
-from bootstrap.cli import cli, main
+from bootstrap.cli import cli, run_cli
 from bootstrap.manifest import json_schema
 from helpers_core import (
     BAD_DIR,
@@ -41,7 +41,7 @@ TIMEOUT_S = 60
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def via_main(args: List[str]) -> None:
     """Run the real entry point (error mapping, exit codes) under CliRunner."""
-    main(list(args))
+    sys.exit(run_cli(list(args)))
 
 
 def _runner() -> CliRunner:
