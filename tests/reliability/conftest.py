@@ -117,7 +117,10 @@ class Project:
         return sorted(self.download_dir.glob("*.incomplete")) if self.download_dir.is_dir() else []
 
     def partial_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.partials())
+        """Bytes of the big file's ``.incomplete`` (named by its sha256; the small files have their own)."""
+        sha = sha256_of(self.upstream / BIG)
+        found = sorted(self.download_dir.glob(f"*.{sha}.incomplete")) if self.download_dir.is_dir() else []
+        return sum(p.stat().st_size for p in found)
 
     def big_is_right(self) -> bool:
         path = self.model_dir / BIG
