@@ -11,8 +11,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
@@ -135,6 +133,9 @@ def disk_free(path: Path) -> Tuple[Path, int]:
 
 def reachable(url: str, timeout: float = 5.0) -> Tuple[bool, str]:
     """Can we open a TLS connection and get any HTTP answer from ``url``? (no body is read)."""
+    import urllib.error
+    import urllib.request
+
     try:
         req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "llama-bootstrap-check"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - https/loopback checked by caller

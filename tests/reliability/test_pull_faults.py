@@ -121,10 +121,10 @@ def test_always_corrupt_is_an_integrity_error_the_bad_file_removed_and_nothing_r
 
 
 def test_api_503_a_few_times_then_recovers_with_exponential_backoff(local_hub, project, monkeypatch):
-    import bootstrap.pull as pull_mod
+    import bootstrap.transfer as transfer
 
     clock = SleepRecorder(cap=0.05)
-    monkeypatch.setattr(pull_mod, "time", clock)
+    monkeypatch.setattr(transfer, "time", clock)
     local_hub.inject("/api/models/*", "status", times=3, code=503)
     result = run(project.plan(), PULL_ONLY)
     assert result.ok
