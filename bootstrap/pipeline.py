@@ -88,7 +88,7 @@ def smoke_fingerprint(plan: Plan, pull_result: Dict[str, Any]) -> Dict[str, Any]
             "max_new_tokens": smoke.max_new_tokens, "precision": smoke.precision, "python": _interpreter()}
 
 
-def smoke_request(plan: Plan, pull_result: Optional[Dict[str, Any]] = None):
+def smoke_request(plan: Plan):
     from bootstrap.smoke import SmokeRequest
 
     model = plan.model
