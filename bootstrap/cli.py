@@ -20,8 +20,7 @@ from bootstrap import __version__
 from bootstrap import settings as settings_mod
 from bootstrap.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, outcome
 from bootstrap.output import print_check_report, print_json, print_models, print_run_result, say
-
-STEPS = ("check", "clone", "pull", "smoke")  # bootstrap.pipeline.STEPS, without importing it
+from bootstrap.state import STEPS
 
 
 class Request:
@@ -123,11 +122,11 @@ def _step_options(fn: Callable) -> Callable:
     return fn
 
 
-def _run(req: Request, options, *, echo_progress: bool = True) -> int:
+def _run(req: Request, options) -> int:
     from bootstrap.pipeline import run
 
     plan = req.plan()
-    progress = (lambda m: say(m, err=True)) if echo_progress and not req.as_json else (lambda _: None)
+    progress = (lambda _: None) if req.as_json else (lambda m: say(m, err=True))
     result = run(plan, options, echo=progress)
     if req.as_json:
         print_json(result.to_json())
@@ -259,10 +258,10 @@ def run_cli(argv: Optional[List[str]] = None) -> int:
         code = cli.main(args=args, prog_name="llama-bootstrap", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        _report_error("interrupted", "nothing half-written was kept; run the same command again to continue",
-                      "Interrupted", EXIT_INTERRUPTED, as_json)
-        code = EXIT_INTERRUPTED
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        out = outcome(KeyboardInterrupt())
+        _report_error(out.message, out.remedy, out.kind, out.code, as_json)
+        code = out.code
     except click.ClickException as exc:
         if debug:
             traceback.print_exc()

@@ -27,6 +27,7 @@ POLL_S = 0.01
 
 
 def incomplete_dir(local_dir: Path) -> Path:
+    """huggingface_hub's bookkeeping for ``local_dir`` downloads: ``.incomplete`` and ``.metadata`` files."""
     return local_dir / ".cache" / "huggingface" / "download"
 
 

@@ -18,9 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bootstrap import errors
 from bootstrap.plan import Plan
-from bootstrap.state import State, close_log, open_log, run_lock
-
-STEPS = ("check", "clone", "pull", "smoke")
+from bootstrap.state import STEPS, State, close_log, open_log, run_lock
 
 
 @dataclass(frozen=True)

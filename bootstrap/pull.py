@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
-from bootstrap.follow import HashFollower
+from bootstrap.follow import HashFollower, incomplete_dir
 from bootstrap.integrity import git_blob_sha1, sha256_file
 from bootstrap.plan import Plan
 from bootstrap.probes import disk_free
@@ -35,7 +35,6 @@ DEFAULT_WORKERS = 8
 OTHER_FRAMEWORKS = ("*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.gguf", "*.tflite", "flax_model*",
                     "tf_model*", "rust_model*", "coreml/*", "onnx/*")
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-HUB_INTERNAL = ".cache"
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def _verify(path: Path, want: RemoteFile, followed: Optional[str] = None) -> Tup
 def _discard(local_dir: Path, rel: str) -> None:
     """Remove a bad file and huggingface_hub's record of it, so the next download fetches it again."""
     (local_dir / rel).unlink(missing_ok=True)
-    meta = local_dir / HUB_INTERNAL / "huggingface" / "download" / f"{rel}.metadata"
+    meta = incomplete_dir(local_dir) / f"{rel}.metadata"
     meta.unlink(missing_ok=True)
 
 

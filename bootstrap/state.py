@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from bootstrap.errors import LockedError
 
+STEPS = ("check", "clone", "pull", "smoke")  # the pipeline's steps, in order (here: light to import)
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "run.lock"
