@@ -120,11 +120,11 @@ def run(quick: bool = False) -> List[Row]:
         # Full loopback speed: server, client and hashing share 2 cores (CPU-bound: informational).
         fast_times, fast_rss = compare("full loopback speed")
         # A link: each connection limited to LINK_MIB_S, as a real download is (the target row).
-        hub.inject("*/resolve/*", "slow", times=None, chunk=HUB_CHUNK, delay=HUB_CHUNK / (LINK_MIB_S * MIB))
+        # Paced on the clock (not a sleep per chunk), so CPU time spent elsewhere does not slow the link.
+        hub.inject("*/resolve/*", "slow", times=None, chunk=HUB_CHUNK, rate=LINK_MIB_S * MIB)
         times, rss = compare(f"link-limited, {LINK_MIB_S} MiB/s per connection")
-        hub.clear_faults()
 
-        # Where our time goes: one instrumented run.
+        # Where our time goes: one instrumented run, over the same link.
         root = fresh_dir(ws / "runs" / "probe")
         manifest = write_manifest(root, hub.url, str(ws / "no-source"), PLACEHOLDER_REF, size_gb=size_gb)
         report_path = ws / "probe.json"
@@ -132,6 +132,7 @@ def run(quick: bool = False) -> List[Row]:
                   env=env).check()
         probe = json.loads(report_path.read_text(encoding="utf-8"))
         shutil.rmtree(root, ignore_errors=True)
+        hub.clear_faults()
 
         # Peak RSS does not grow with the file size: one file 4x as big.
         say(f"pull: peak RSS with one file of {4 * size // MIB} MiB")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Optional
 from bootstrap.integrity import CHUNK
 
 POLL_S = 0.01
+NICE = 10  # hashing yields the CPU to the download (and, on a small box, to everything else)
 
 
 def incomplete_dir(local_dir: Path) -> Path:
@@ -53,6 +55,7 @@ class HashFollower(threading.Thread):
             time.sleep(POLL_S)
 
     def run(self) -> None:
+        _lower_priority()
         try:
             self.digest = self._follow()
         except OSError:
@@ -95,3 +98,17 @@ class HashFollower(threading.Thread):
             if same_file and pos == self.size == held.st_size:
                 return digest.hexdigest()
             return None
+
+
+def _lower_priority() -> None:
+    """Make the calling thread nicer (Linux only: there a thread id is a valid PRIO_PROCESS target).
+
+    The hash has time to spare while the link is the limit; the download must never wait for it.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), NICE))
+    except OSError:
+        pass  # not permitted (seccomp, containers): hashing at normal priority is still correct

@@ -8,23 +8,16 @@ knows it, the line.
 
 from __future__ import annotations
 
-import math
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
 
 from bootstrap.errors import ManifestError
+from bootstrap.schema import Invalid, Loc, Problem, Rule, Section, mapping, section, value
+from bootstrap.schema import json_schema as _schema_of
 from bootstrap.urls import check_endpoint, check_source_url
 
 MANIFEST_VERSION = 1
@@ -35,14 +28,11 @@ GPU_POLICIES = ("required", "preferred", "none")
 DEFAULT_PROMPT = "介绍一下中国"
 CHAT_TEMPLATE = "<s>Human: {prompt}\n</s><s>Assistant: "
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_COMMIT = r"^[0-9a-f]{40}$"
+_REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+_KEY = r"^[a-z0-9][a-z0-9._-]*$"
 _PY_SPEC = re.compile(r"^(>=|==|>|<=|<|~=)?\s*\d+(\.\d+){0,2}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+_GB = 10_000  # upper bound of every size in GB: a typo guard
 
 
 def _relative_inside(value: str) -> str:
@@ -66,82 +56,84 @@ def _relative_inside(value: str) -> str:
     return value
 
 
-class EnvSpec(_Strict):
-    name: str = Field("myenv", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    python: str = Field("3.9", pattern=r"^3\.\d+$", description='Python minor version of the env, quoted: "3.9"')
+def _python_spec(value: str) -> str:
+    if not _PY_SPEC.match(value.strip()):
+        raise ValueError(f"{value!r} is not a version specifier like '>=3.9.6'")
+    return value.strip()
 
 
-class Requirements(_Strict):
-    python: str = Field(">=3.9.6", description="version specifier for the running Python, e.g. '>=3.9.6'")
-    gpu: Literal["required", "preferred", "none"] = "required"
-    disk_margin_gb: float = Field(2.0, ge=0, le=10_000)
-
-    @field_validator("python")
-    @classmethod
-    def _spec(cls, value: str) -> str:
-        if not _PY_SPEC.match(value.strip()):
-            raise ValueError(f"{value!r} is not a version specifier like '>=3.9.6'")
-        return value.strip()
+def _template(value: str) -> str:
+    if value.count("{prompt}") != 1:
+        raise ValueError("must contain {prompt} exactly once")
+    return value
 
 
-class Source(_Strict):
-    url: str = Field(..., min_length=1)
-    ref: str = Field(..., description="the pinned commit: 40 lowercase hex digits")
-    dir: str = "Llama2-Chinese"
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_source_url(value)
-
-    @field_validator("ref")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not _COMMIT.match(value):
-            raise ValueError(f"{value!r} is not a full commit id (40 lowercase hex digits)")
-        return value
-
-    @field_validator("dir")
-    @classmethod
-    def _dir(cls, value: str) -> str:
-        return _relative_inside(value)
+_REVISION = Rule("string", min_length=1, max_length=255, pattern=r"^[^\s]+$", pattern_hint="a revision without spaces")
+_REPO = dict(pattern=_REPO_ID, pattern_hint="a Hub repo id like 'owner/name'")
+_PATH = Rule("string", check=_relative_inside, description="relative to the manifest's folder, or absolute")
 
 
-class Weights(_Strict):
-    dir: str = "models"
+@dataclass(frozen=True)
+class EnvSpec(Section):
+    """The conda environment the installers create."""
 
-    @field_validator("dir")
-    @classmethod
-    def _dir(cls, value: str) -> str:
-        return _relative_inside(value)
+    name: str = value(Rule("string", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                           pattern_hint="letters, digits, '_', '.' or '-'"), "myenv")
+    python: str = value(Rule("string", pattern=r"^3\.\d+$", pattern_hint='a Python minor version like "3.9"',
+                             description='Python minor version of the env, quoted: "3.9"'), "3.9")
 
 
-class ModelSpec(_Strict):
-    repo_id: str
-    revision: str = Field("main", min_length=1, max_length=255, pattern=r"^[^\s]+$")
-    kind: Literal["full", "lora"] = "full"
-    size_gb: float = Field(..., gt=0, le=10_000, description="download size of the weights in GB")
-    min_vram_gb: float = Field(..., ge=0, le=10_000, description="smallest VRAM it runs in (at int8/int4)")
-    params_b: Optional[float] = Field(None, gt=0, le=10_000, description="parameters, in billions")
-    base: Optional[str] = Field(None, description="the base model repo (downloaded too for kind: lora)")
-    base_revision: str = Field("main", min_length=1, max_length=255, pattern=r"^[^\s]+$")
-    base_size_gb: Optional[float] = Field(None, gt=0, le=10_000)
-    gated: bool = False
-    base_gated: bool = False
-    description: str = ""
+@dataclass(frozen=True)
+class Requirements(Section):
+    """What the machine must have."""
 
-    @field_validator("repo_id", "base")
-    @classmethod
-    def _repo(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _REPO_ID.match(value):
-            raise ValueError(f"{value!r} is not a Hub repo id like 'owner/name'")
-        return value
+    python: str = value(Rule("string", check=_python_spec,
+                             description="version specifier for the running Python, e.g. '>=3.9.6'"), ">=3.9.6")
+    gpu: str = value(Rule("string", choices=GPU_POLICIES), "required")
+    disk_margin_gb: float = value(Rule("number", ge=0, le=_GB, description="free disk kept beyond the download"),
+                                  2.0)
 
-    @model_validator(mode="after")
-    def _lora_needs_base(self) -> ModelSpec:
+
+@dataclass(frozen=True)
+class Source(Section):
+    """The Llama2-Chinese repository, pinned to one commit."""
+
+    url: str = value(Rule("string", min_length=1, check=check_source_url))
+    ref: str = value(Rule("string", pattern=_COMMIT, pattern_hint="a full commit id (40 lowercase hex digits)",
+                          description="the pinned commit: 40 lowercase hex digits"))
+    dir: str = value(_PATH, "Llama2-Chinese")
+
+
+@dataclass(frozen=True)
+class Weights(Section):
+    """Where the model files go (``dir/owner/name``)."""
+
+    dir: str = value(_PATH, "models")
+
+
+@dataclass(frozen=True)
+class ModelSpec(Section):
+    """One model of the catalog."""
+
+    repo_id: str = value(Rule("string", **_REPO))  # type: ignore[arg-type]
+    revision: str = value(_REVISION, "main")
+    kind: str = value(Rule("string", choices=("full", "lora")), "full")
+    size_gb: float = value(Rule("number", gt=0, le=_GB, description="download size of the weights in GB"))
+    min_vram_gb: float = value(Rule("number", ge=0, le=_GB, description="smallest VRAM it runs in (at int8/int4)"))
+    params_b: Optional[float] = value(Rule("number", gt=0, le=_GB, nullable=True,
+                                           description="parameters, in billions"), None)
+    base: Optional[str] = value(Rule("string", nullable=True, description="the base model repo (downloaded too "
+                                     "for kind: lora)", **_REPO), None)  # type: ignore[arg-type]
+    base_revision: str = value(_REVISION, "main")
+    base_size_gb: Optional[float] = value(Rule("number", gt=0, le=_GB, nullable=True), None)
+    gated: bool = value(Rule("boolean"), False)
+    base_gated: bool = value(Rule("boolean"), False)
+    description: str = value(Rule("string"), "")
+
+    def cross_check(self) -> List[Tuple[Loc, str]]:
         if self.kind == "lora" and (self.base is None or self.base_size_gb is None):
-            raise ValueError("kind: lora needs base and base_size_gb (the base model is downloaded too)")
-        return self
+            return [((), "kind: lora needs base and base_size_gb (the base model is downloaded too)")]
+        return []
 
     @property
     def needs_token(self) -> bool:
@@ -153,73 +145,55 @@ class ModelSpec(_Strict):
         return self.size_gb + base
 
 
-class Profile(_Strict):
-    hf_endpoint: str
-    source_url: Optional[str] = Field(None, description="a git mirror of source.url; HEAD is still checked")
-    conda_channel: Optional[str] = Field(None, description="conda-forge mirror used by the installers")
-    description: str = ""
+@dataclass(frozen=True)
+class Profile(Section):
+    """Where to download from."""
 
-    @field_validator("hf_endpoint", "conda_channel")
-    @classmethod
-    def _https(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_endpoint(value)
-
-    @field_validator("source_url")
-    @classmethod
-    def _source(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_source_url(value)
+    hf_endpoint: str = value(Rule("string", check=check_endpoint))
+    source_url: Optional[str] = value(Rule("string", nullable=True, check=check_source_url,
+                                           description="a git mirror of source.url; HEAD is still checked"), None)
+    conda_channel: Optional[str] = value(Rule("string", nullable=True, check=check_endpoint,
+                                              description="conda-forge mirror used by the installers"), None)
+    description: str = value(Rule("string"), "")
 
 
-class Smoke(_Strict):
-    prompt: str = Field(DEFAULT_PROMPT, min_length=1, max_length=4000)
-    template: str = Field(CHAT_TEMPLATE, description="chat format; must contain {prompt}")
-    max_new_tokens: int = Field(32, ge=1, le=4096)
-    precision: Literal["auto", "fp16", "bf16", "int8", "int4", "fp32"] = "auto"
+@dataclass(frozen=True)
+class Smoke(Section):
+    """The smoke test: one prompt through the chat template."""
 
-    @field_validator("template")
-    @classmethod
-    def _template(cls, value: str) -> str:
-        if value.count("{prompt}") != 1:
-            raise ValueError("must contain {prompt} exactly once")
-        return value
+    prompt: str = value(Rule("string", min_length=1, max_length=4000), DEFAULT_PROMPT)
+    template: str = value(Rule("string", check=_template, description="chat format; must contain {prompt}"),
+                          CHAT_TEMPLATE)
+    max_new_tokens: int = value(Rule("integer", ge=1, le=4096), 32)
+    precision: str = value(Rule("string", choices=PRECISIONS), "auto")
 
 
-class Manifest(_Strict):
-    version: Literal[1] = Field(..., description="manifest format version; this tool reads 1")
-    model: str = Field(..., description="key into models")
-    profile: str = Field("global", description="key into profiles")
-    env: EnvSpec = EnvSpec()
-    requirements: Requirements = Requirements()
-    source: Source
-    weights: Weights = Weights()
-    models: Dict[str, ModelSpec] = Field(..., min_length=1)
-    profiles: Dict[str, Profile] = Field(..., min_length=1)
-    smoke: Smoke = Smoke()
+_KEYS = dict(key_pattern=_KEY, key_hint="lowercase letters, digits, '.', '_' or '-'")
 
-    @field_validator("models", "profiles")
-    @classmethod
-    def _keys(cls, value: Dict[str, Any], info: ValidationInfo) -> Dict[str, Any]:
-        for key in value:
-            if not _KEY.match(key):
-                raise _FieldError(f"{info.field_name}.{key}",
-                                  f"key {key!r} must be lowercase letters, digits, '.', '_' or '-'")
-        return value
 
-    @model_validator(mode="after")
-    def _references(self) -> Manifest:
+@dataclass(frozen=True)
+class Manifest(Section):
+    """The llama-bootstrap manifest."""
+
+    version: int = value(Rule("integer", choices=(MANIFEST_VERSION,),
+                              description="manifest format version; this tool reads 1"))
+    model: str = value(Rule("string", description="key into models"))
+    profile: str = value(Rule("string", description="key into profiles"), "global")
+    env: EnvSpec = section(EnvSpec)
+    requirements: Requirements = section(Requirements)
+    source: Source = section(Source, required=True)
+    weights: Weights = section(Weights)
+    models: Dict[str, ModelSpec] = mapping(ModelSpec, description="the model catalog", **_KEYS)
+    profiles: Dict[str, Profile] = mapping(Profile, description="download locations", **_KEYS)
+    smoke: Smoke = section(Smoke)
+
+    def cross_check(self) -> List[Tuple[Loc, str]]:
+        out: List[Tuple[Loc, str]] = []
         if self.model not in self.models:
-            raise _FieldError("model", f"{self.model!r} is not in models (known: {', '.join(self.models)})")
+            out.append((("model",), f"{self.model!r} is not in models (known: {', '.join(self.models)})"))
         if self.profile not in self.profiles:
-            raise _FieldError("profile", f"{self.profile!r} is not in profiles (known: {', '.join(self.profiles)})")
-        return self
-
-
-class _FieldError(ValueError):
-    """A cross-field error that knows which field it is about."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+            out.append((("profile",), f"{self.profile!r} is not in profiles (known: {', '.join(self.profiles)})"))
+        return out
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -277,29 +251,6 @@ def _line_of(node: Optional[yaml.Node], loc: Tuple[Any, ...]) -> Optional[int]:
     return line
 
 
-def _describe(err: Dict[str, Any]) -> Tuple[str, str]:
-    """(dotted field, message) for one pydantic error."""
-    loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("function-")]
-    field = ".".join(loc) or "(top level)"
-    kind = err.get("type", "")
-    msg = err.get("msg", "invalid")
-    if kind == "extra_forbidden":
-        msg = "unknown key (check its spelling; see manifest.schema.json for the allowed keys)"
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind.startswith("value_error"):
-        ctx_error = err.get("ctx", {}).get("error")
-        if isinstance(ctx_error, _FieldError):
-            field = ctx_error.field
-        msg = msg.replace("Value error, ", "")
-    elif kind in ("string_type", "int_type", "float_type", "bool_type", "dict_type", "model_type"):
-        got = type(err.get("input")).__name__
-        msg = f"{msg} (got {got})"
-        if kind == "string_type" and isinstance(err.get("input"), (int, float)):
-            msg += "; quote it, e.g. \"3.9\""
-    return field, msg
-
-
 def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifest:
     """Parse and validate manifest text. Raises ManifestError."""
     loader = _UniqueKeyLoader(text)
@@ -331,39 +282,33 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
             f"the manifest must be a mapping of keys, not a {type(data).__name__}", path=source, line=1,
             remedy="start from the repository's manifest.yaml",
         )
-    _reject_non_finite(data, (), node, source)
+    return from_data(data, source=source, node=node)
+
+
+def from_data(data: Any, *, source: str = DEFAULT_MANIFEST_NAME, node: Optional[yaml.Node] = None) -> Manifest:
+    """Validate parsed manifest data. Raises ManifestError listing every problem, in file order.
+
+    ``node`` is the YAML tree the data came from, if any: it gives each problem its line.
+    """
     try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        lines: List[str] = []
-        first_field, first_line = None, None
-        for err in errors:
-            field, msg = _describe(err)
-            loc = tuple(field.split("."))
-            if err.get("type") == "missing":  # the key is not there: point at its parent, if any
-                loc = loc[:-1]
-            line = _line_of(node, loc) if loc and field != "(top level)" else None
-            if first_field is None:
-                first_field, first_line = field, line
-            where = f"line {line}: " if line else ""
-            lines.append(f"{where}{field}: {msg}")
-        raise ManifestError(
-            "; ".join(lines), path=source, field=first_field, line=first_line,
-            remedy="fix the field named above (see the README's manifest reference)",
-        ) from None
+        return Manifest.validate(data)
+    except Invalid as exc:
+        problems = sorted(exc.problems, key=lambda p: _line_of_problem(node, p) or 0)
+    lines: List[str] = []
+    for problem in problems:
+        line = _line_of_problem(node, problem)
+        lines.append(f"{f'line {line}: ' if line else ''}{problem.field}: {problem.message}")
+    first = problems[0]
+    raise ManifestError(
+        "; ".join(lines), path=source, field=first.field, line=_line_of_problem(node, first),
+        remedy="fix the field named above (see the README's manifest reference)",
+    )
 
 
-def _reject_non_finite(data: Any, path: Tuple[str, ...], node: Optional[yaml.Node], source: str) -> None:
-    """YAML reads .inf/.nan and 1e999 as floats; pydantic says 'finite' but name it plainly."""
-    if isinstance(data, float) and not math.isfinite(data):
-        field = ".".join(path)
-        line = _line_of(node, path)
-        raise ManifestError(f"line {line}: {field}: {data!r} is not a finite number", path=source, field=field,
-                            line=line, remedy="use an ordinary number")
-    if isinstance(data, dict):
-        for key, value in data.items():
-            _reject_non_finite(value, path + (str(key),), node, source)
+def _line_of_problem(node: Optional[yaml.Node], problem: Problem) -> Optional[int]:
+    """A missing key is pointed at through its parent (no line for a missing top-level key)."""
+    anchor: Loc = problem.loc[:-1] if problem.missing else problem.loc
+    return _line_of(node, anchor) if anchor else None
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -401,7 +346,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def json_schema() -> Dict[str, Any]:
     """The JSON Schema for editors (committed as manifest.schema.json; a test keeps it current)."""
-    schema = Manifest.model_json_schema()
+    schema = _schema_of(Manifest)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "llama-bootstrap manifest"
     return schema

@@ -101,7 +101,7 @@ def smoke_request(plan: Plan):
 
 
 def _check_fingerprint(plan: Plan) -> Dict[str, Any]:
-    return {"model": plan.model_key, "requirements": plan.manifest.requirements.model_dump(),
+    return {"model": plan.model_key, "requirements": plan.manifest.requirements.as_dict(),
             "python": _interpreter(), "platform": platform.platform()}
 
 

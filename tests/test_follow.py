@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 
-from bootstrap.follow import HashFollower, incomplete_dir
+import pytest
+
+from bootstrap.follow import NICE, HashFollower, incomplete_dir
 
 CHUNK = 64 * 1024
 
@@ -84,3 +87,21 @@ def test_follower_reports_the_digest_of_what_it_read_even_if_wrong(tmp_path):
     finished.set()
     follower.join(timeout=10)
     assert follower.digest == hashlib.sha256(data).hexdigest() != sha
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")
+def test_follower_hashes_at_a_lower_priority_than_the_download(tmp_path):
+    """The hashing thread is niced; the thread that started it (the download's side) is not."""
+    seen = {}
+
+    class Probe(HashFollower):
+        def _follow(self):
+            seen["follower"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return None
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    follower = Probe(tmp_path, "x.bin", "0" * 64, 10, threading.Event())
+    follower.start()
+    follower.join(timeout=5)
+    assert seen["follower"] == max(before, NICE)  # already nicer than NICE: left alone
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

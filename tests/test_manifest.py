@@ -6,14 +6,23 @@ own guarantees: what loads, what the models say, and that errors carry field, li
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from bootstrap.errors import ManifestError
-from bootstrap.manifest import MAX_MANIFEST_BYTES, Manifest, ModelSpec, Weights, load_manifest, parse_manifest
+from bootstrap.manifest import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    ModelSpec,
+    Weights,
+    from_data,
+    load_manifest,
+    parse_manifest,
+)
+from bootstrap.schema import Invalid
 from helpers_core import DEFAULT_MODEL, MODEL_KEYS, SHIPPED_MANIFEST, manifest_data, shipped_text
 
 PINNED_REF = "e789431453ecbee9d8c5d466351765bc3718ed60"
@@ -105,7 +114,7 @@ def test_defaults_match_the_shipped_values() -> None:
     data = manifest_data()
     for key in ("env", "requirements", "weights", "smoke"):
         del data[key]
-    m = Manifest.model_validate(data)
+    m = from_data(data)
     shipped = load_manifest(SHIPPED_MANIFEST)
     assert m.env == shipped.env and m.weights == shipped.weights and m.smoke == shipped.smoke
     assert m.requirements.gpu == shipped.requirements.gpu
@@ -184,14 +193,14 @@ def test_unknown_key_message_points_at_the_schema() -> None:
 @pytest.mark.parametrize("value", ["models", "./models", "a/../b", "data/models", "/srv/models", "C:\\models",
                                    "D:/models", "\\\\server\\share\\models"])
 def test_weights_dir_accepts_paths_inside_or_absolute(value: str) -> None:
-    assert Weights(dir=value).dir == value
+    assert Weights.validate({"dir": value}).dir == value
 
 
 @pytest.mark.parametrize("value", ["..", "../outside", "a/../..", "a/../../x", ".", "a/..", "", "  ", "..\\x",
                                    "a\\..\\..\\x", "a\x00b"])
 def test_weights_dir_refuses_escapes_and_the_folder_itself(value: str) -> None:
-    with pytest.raises(ValidationError):
-        Weights(dir=value)
+    with pytest.raises(Invalid):
+        Weights.validate({"dir": value})
 
 
 @pytest.mark.parametrize("endpoint", ["https://huggingface.co", "https://hf-mirror.com/", "http://127.0.0.1:8080",
@@ -199,7 +208,7 @@ def test_weights_dir_refuses_escapes_and_the_folder_itself(value: str) -> None:
 def test_endpoints_https_or_loopback_http(endpoint: str) -> None:
     data = manifest_data()
     data["profiles"]["global"]["hf_endpoint"] = endpoint
-    m = Manifest.model_validate(data)
+    m = from_data(data)
     assert m.profiles["global"].hf_endpoint == endpoint.rstrip("/")
 
 
@@ -208,8 +217,8 @@ def test_endpoints_https_or_loopback_http(endpoint: str) -> None:
 def test_endpoints_refused(endpoint: str) -> None:
     data = manifest_data()
     data["profiles"]["global"]["hf_endpoint"] = endpoint
-    with pytest.raises(ValidationError):
-        Manifest.model_validate(data)
+    with pytest.raises(ManifestError):
+        from_data(data)
 
 
 @pytest.mark.parametrize("url", ["https://github.com/FlagAlpha/Llama2-Chinese.git", "git@github.com:FlagAlpha/x.git",
@@ -218,7 +227,7 @@ def test_endpoints_refused(endpoint: str) -> None:
 def test_source_urls_accepted(url: str) -> None:
     data = manifest_data()
     data["source"]["url"] = url
-    assert Manifest.model_validate(data).source.url == url
+    assert from_data(data).source.url == url
 
 
 @pytest.mark.parametrize("url", ["http://example.com/x.git", "git://github.com/x.git", "ftp://example.com/x.git",
@@ -226,16 +235,16 @@ def test_source_urls_accepted(url: str) -> None:
 def test_source_urls_refused(url: str) -> None:
     data = manifest_data()
     data["source"]["url"] = url
-    with pytest.raises(ValidationError):
-        Manifest.model_validate(data)
+    with pytest.raises(ManifestError):
+        from_data(data)
 
 
 @pytest.mark.parametrize("ref", ["main", "e789431", PINNED_REF.upper(), PINNED_REF + "0", "v1.0"])
 def test_ref_must_be_a_full_lowercase_commit(ref: str) -> None:
     data = manifest_data()
     data["source"]["ref"] = ref
-    with pytest.raises(ValidationError):
-        Manifest.model_validate(data)
+    with pytest.raises(ManifestError):
+        from_data(data)
 
 
 def test_strict_types_do_not_coerce() -> None:
@@ -244,18 +253,18 @@ def test_strict_types_do_not_coerce() -> None:
         data = manifest_data()
         section, key = dotted.split(".")
         data[section][key] = value
-        with pytest.raises(ValidationError):
-            Manifest.model_validate(data)
+        with pytest.raises(ManifestError):
+            from_data(data)
 
 
 def test_lora_without_base_is_refused() -> None:
-    with pytest.raises(ValidationError, match="base_size_gb"):
-        ModelSpec(repo_id="a/b", kind="lora", size_gb=0.1, min_vram_gb=12, base="c/d")
-    assert ModelSpec(repo_id="a/b", size_gb=1, min_vram_gb=1).total_gb == 1
+    with pytest.raises(Invalid, match="base_size_gb"):
+        ModelSpec.validate({"repo_id": "a/b", "kind": "lora", "size_gb": 0.1, "min_vram_gb": 12, "base": "c/d"})
+    assert ModelSpec.validate({"repo_id": "a/b", "size_gb": 1, "min_vram_gb": 1}).total_gb == 1
 
 
 def test_manifest_is_immutable(shipped: Manifest) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         shipped.model = "llama2-chinese-13b-chat"  # type: ignore[misc]
 
 

@@ -220,7 +220,9 @@ class LocalHub:
           middle of the served body); headers and ETag stay those of the good file.
         - ``status``: answer ``code`` (default 503) with a JSON error body, on any method.
         - ``slow``: sleep ``delay`` seconds (default 0.05) before each body chunk of ``chunk`` bytes
-          (default 64 KiB).
+          (default 64 KiB); or, with ``rate`` (bytes per second), pace the body like a link of that
+          speed: each chunk waits until ``bytes sent / rate`` seconds after the first byte, so time
+          the server or the client spends elsewhere is not added on top of the link's time.
 
         drop / corrupt / slow apply to file bodies (resolve GETs) only; ``method="HEAD"`` etc. restricts
         a fault to one method.
@@ -544,7 +546,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "corrupt":
             bad_from = int(params.get("offset", start + length // 2))  # type: ignore[arg-type]
             bad_to = bad_from + int(params.get("count", 1))  # type: ignore[arg-type]
+        rate = float(params.get("rate", 0)) if kind == "slow" else 0.0  # type: ignore[arg-type]
         sent = 0
+        began = time.monotonic()
         with local.open("rb") as fh:
             fh.seek(start)
             while sent < min(limit, length):
@@ -553,6 +557,10 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 if kind == "corrupt":
                     chunk = _flip(chunk, start + sent, bad_from, bad_to)
+                elif rate > 0:
+                    wait = began + (sent + len(chunk)) / rate - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
                 elif kind == "slow":
                     time.sleep(float(params.get("delay", 0.05)))  # type: ignore[arg-type]
                 self.wfile.write(chunk)

@@ -264,7 +264,6 @@ def test_product_locks_pin_the_verified_versions() -> None:
         "peft": "0.17.1",
         "click": "8.1.8",
         "pyyaml": "6.0.3",
-        "pydantic": "2.13.5",
     }
     for name in ("linux-64-cuda.txt", "linux-64-cpu.txt", "win-64-cpu.txt", "win-64-cuda.txt"):
         pins = dict(req.split("==", 1) for req in _requirements(REPO / "requirements" / name))
