@@ -283,6 +283,22 @@ def test_slow_fault_slows_the_body(local_hub: LocalHub, model_folder: Path) -> N
     assert data == (model_folder / "model.safetensors").read_bytes()
 
 
+def test_slow_fault_with_a_rate_paces_the_body_like_a_link(local_hub: LocalHub, model_folder: Path) -> None:
+    """``rate``: the body never arrives faster than the link, and arrives whole after a reader's stall."""
+    local_hub.add_repo(REPO, model_folder)
+    size = (model_folder / "model.safetensors").stat().st_size
+    rate = size / 0.4  # the whole body in 0.4 s
+    local_hub.inject("*/model.safetensors", "slow", times=1, rate=rate, chunk=max(1, size // 8))
+    url = f"{local_hub.url}/{REPO}/resolve/main/model.safetensors"
+    start = time.monotonic()
+    with urllib.request.urlopen(url) as resp:  # noqa: S310
+        first = resp.read(1)
+        time.sleep(0.2)  # the reader stalls
+        data = first + resp.read()
+    assert time.monotonic() - start >= 0.4
+    assert data == (model_folder / "model.safetensors").read_bytes()
+
+
 def test_inject_rejects_unknown_kind(local_hub: LocalHub) -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         local_hub.inject("*", "explode")
