@@ -73,7 +73,10 @@ class Rule:
             if self.type == "string" and isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 message += '; quote it, e.g. "3.9"'
             raise ValueError(message)
-        value = float(raw) if self.type == "number" else raw
+        try:
+            value = float(raw) if self.type == "number" else raw
+        except OverflowError:  # an integer with hundreds of digits
+            raise ValueError("is not a finite number; use an ordinary number") from None
         if self.choices and value not in self.choices:
             if len(self.choices) == 1:
                 raise ValueError(f"must be {self.choices[0]!r} (got {raw!r})")

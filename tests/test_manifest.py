@@ -257,6 +257,25 @@ def test_strict_types_do_not_coerce() -> None:
             from_data(data)
 
 
+@pytest.mark.parametrize("dotted, value, phrase", [
+    ("models.llama2-chinese-7b-chat.size_gb", 10 ** 400, "finite"),
+    ("models.llama2-chinese-7b-chat.size_gb", True, "number"),
+    ("smoke.max_new_tokens", 10 ** 400, "4096"),
+    ("env", None, "mapping"),
+    ("models", [], "mapping"),
+])
+def test_odd_values_are_refused_by_name(dotted: str, value: object, phrase: str) -> None:
+    data = manifest_data()
+    *parents, key = dotted.split(".")
+    target = data
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    with pytest.raises(ManifestError) as err:
+        from_data(data)
+    assert err.value.field == dotted and phrase in str(err.value)
+
+
 def test_lora_without_base_is_refused() -> None:
     with pytest.raises(Invalid, match="base_size_gb"):
         ModelSpec.validate({"repo_id": "a/b", "kind": "lora", "size_gb": 0.1, "min_vram_gb": 12, "base": "c/d"})
