@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the children a working Ctrl-C even when the suite itself was started in the background.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across
+    exec: the CLI under test would then never see the SIGINT the Ctrl-C tests send. A handled
+    signal is reset to the default on exec, so handling it here restores Python's KeyboardInterrupt
+    in every child.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Environment variables that would let the developer's machine leak into a test.
 _HF_LEAKY_VARS = (
