@@ -93,7 +93,7 @@ class Rule:
                                  f"must be at least {self.min_length} characters")
             if self.max_length is not None and len(value) > self.max_length:
                 raise ValueError(f"must be at most {self.max_length} characters (got {len(value)})")
-            if self.pattern is not None and not re.search(self.pattern, value):
+            if self.pattern is not None and not re.fullmatch(self.pattern, value):
                 raise ValueError(f"{value!r} is not {self.pattern_hint}" if self.pattern_hint else
                                  f"{value!r} does not match {self.pattern}")
         return self.check(value) if self.check is not None else value
@@ -199,7 +199,7 @@ def _build_mapping(meta: Any, data: Any, loc: Loc, problems: List[Problem]) -> D
         problems.append(Problem(loc, "must have at least one entry"))
     out: Dict[str, Any] = {}
     for key, item in data.items():
-        if not isinstance(key, str) or not re.search(meta["key_pattern"], key):
+        if not isinstance(key, str) or not re.fullmatch(meta["key_pattern"], key):
             problems.append(Problem(loc + (str(key),), f"key {key!r} must be {meta['key_hint']}"))
             continue
         out[key] = _build(meta["mapping"], item, loc + (key,), problems)

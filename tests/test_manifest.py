@@ -239,7 +239,7 @@ def test_source_urls_refused(url: str) -> None:
         from_data(data)
 
 
-@pytest.mark.parametrize("ref", ["main", "e789431", PINNED_REF.upper(), PINNED_REF + "0", "v1.0"])
+@pytest.mark.parametrize("ref", ["main", "e789431", PINNED_REF.upper(), PINNED_REF + "0", "v1.0", PINNED_REF + "\n"])
 def test_ref_must_be_a_full_lowercase_commit(ref: str) -> None:
     data = manifest_data()
     data["source"]["ref"] = ref
@@ -274,6 +274,16 @@ def test_odd_values_are_refused_by_name(dotted: str, value: object, phrase: str)
     with pytest.raises(ManifestError) as err:
         from_data(data)
     assert err.value.field == dotted and phrase in str(err.value)
+
+
+def test_a_trailing_newline_does_not_slip_through_a_pattern() -> None:
+    """``$`` matches before a final newline in Python's re: patterns must match the whole value."""
+    data = manifest_data()
+    data["models"]["bad-key\n"] = data["models"].pop("llama2-chinese-13b-chat")
+    data["env"]["name"] = "myenv\n"
+    with pytest.raises(ManifestError) as err:
+        from_data(data)
+    assert "models.bad-key" in str(err.value) and "env.name" in str(err.value)
 
 
 def test_lora_without_base_is_refused() -> None:
