@@ -74,29 +74,29 @@ class Rule:
                 message += '; quote it, e.g. "3.9"'
             raise ValueError(message)
         try:
-            value = float(raw) if self.type == "number" else raw
+            accepted = float(raw) if self.type == "number" else raw
         except OverflowError:  # an integer with hundreds of digits
             raise ValueError("is not a finite number; use an ordinary number") from None
-        if self.choices and value not in self.choices:
+        if self.choices and accepted not in self.choices:
             if len(self.choices) == 1:
-                raise ValueError(f"must be {self.choices[0]!r} (got {raw!r})")
-            raise ValueError(f"must be one of {', '.join(repr(c) for c in self.choices)} (got {raw!r})")
-        if self.gt is not None and not value > self.gt:
-            raise ValueError(f"must be greater than {_num(self.gt)} (got {raw!r})")
-        if self.ge is not None and not value >= self.ge:
-            raise ValueError(f"must be at least {_num(self.ge)} (got {raw!r})")
-        if self.le is not None and not value <= self.le:
-            raise ValueError(f"must be at most {_num(self.le)} (got {raw!r})")
+                raise ValueError(f"must be {self.choices[0]!r} (got {_got(raw)})")
+            raise ValueError(f"must be one of {', '.join(repr(c) for c in self.choices)} (got {_got(raw)})")
+        if self.gt is not None and not accepted > self.gt:
+            raise ValueError(f"must be greater than {_num(self.gt)} (got {_got(raw)})")
+        if self.ge is not None and not accepted >= self.ge:
+            raise ValueError(f"must be at least {_num(self.ge)} (got {_got(raw)})")
+        if self.le is not None and not accepted <= self.le:
+            raise ValueError(f"must be at most {_num(self.le)} (got {_got(raw)})")
         if self.type == "string":
-            if self.min_length is not None and len(value) < self.min_length:
+            if self.min_length is not None and len(accepted) < self.min_length:
                 raise ValueError("must not be empty" if self.min_length == 1 else
                                  f"must be at least {self.min_length} characters")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise ValueError(f"must be at most {self.max_length} characters (got {len(value)})")
-            if self.pattern is not None and not re.fullmatch(self.pattern, value):
-                raise ValueError(f"{value!r} is not {self.pattern_hint}" if self.pattern_hint else
-                                 f"{value!r} does not match {self.pattern}")
-        return self.check(value) if self.check is not None else value
+            if self.max_length is not None and len(accepted) > self.max_length:
+                raise ValueError(f"must be at most {self.max_length} characters (got {len(accepted)})")
+            if self.pattern is not None and not re.fullmatch(self.pattern, accepted):
+                raise ValueError(f"{_got(accepted)} is not {self.pattern_hint}" if self.pattern_hint else
+                                 f"{_got(accepted)} does not match {self.pattern}")
+        return self.check(accepted) if self.check is not None else accepted
 
     def schema(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"type": self.type}
