@@ -2,7 +2,8 @@
 
     python bench/run_all.py [--quick] [--only pull,hash,...]
 
---quick: fewer repetitions and 64 MiB files instead of 256 MiB. Exit code 1 if any target
+--quick: fewer repetitions, and 64 MiB files instead of 256 MiB where the size is not part of the
+target (hash, no-op run; pull keeps 3 x 256 MiB). Exit code 1 if any target
 FAILs. Offline; needs the project installed (``pip install -e .``) in this interpreter.
 """
 
