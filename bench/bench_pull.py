@@ -130,7 +130,7 @@ def run(quick: bool = False) -> List[Row]:
 
         # Full loopback speed: server, client and hashing share 2 cores (CPU-bound: informational).
         fast_times, fast_rss = compare("full loopback speed")
-        # A link: each connection limited to LINK_MIB_S, as a real download is (the target row).
+        # Links: each connection limited, as a real download is: LINK_INFO_MIB_S (info), LINK_MIB_S (target).
         # Paced on the clock (not a sleep per chunk), so CPU time spent elsewhere does not slow the link.
         hub.inject("*/resolve/*", "slow", times=None, chunk=HUB_CHUNK, rate=LINK_INFO_MIB_S * MIB)
         info_times, info_rss = compare(f"link-limited, {LINK_INFO_MIB_S} MiB/s per connection")
