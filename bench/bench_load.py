@@ -82,6 +82,7 @@ def shaped_model(cache: Path) -> Path:
     model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="4GB")
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
         shutil.copyfile(tiny / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)  # an incomplete earlier build
     os.replace(tmp, dest)
     return dest
 
