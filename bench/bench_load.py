@@ -33,12 +33,12 @@ from bench.common import (
     cli_path,
     median,
     model_dir,
+    pulled_project,
     run_child,
     say,
     spread,
     tiny_model,
     workspace,
-    write_manifest,
 )
 
 SHAPE = {"hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 8, "num_attention_heads": 16,
@@ -99,26 +99,16 @@ def drop_caches() -> bool:
 
 
 def run(quick: bool = False) -> List[Row]:
-    from bootstrap.demo.hubserver import LocalHub
-    from bootstrap.demo.scenario import DEMO_REPO_ID
-
     reps = 2 if quick else 3
     model = shaped_model(bench_cache_dir())
     size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
     cli = cli_path()
     with workspace("load") as ws:
         env = bench_env(ws / "hf-home")
-        root = ws / "project"
-        with LocalHub() as hub:
-            hub.add_repo(DEMO_REPO_ID, model)
-            manifest = write_manifest(root, hub.url, str(ws / "upstream"), "0" * 40, size_gb=size / 1e9,
-                                      max_new_tokens=1)
-            text = manifest.read_text(encoding="utf-8").replace("precision: auto", "precision: fp16")
-            manifest.write_text(text, encoding="utf-8")
-            run_child([cli, "pull", "--manifest", manifest, "--json"], env=env).check()
+        manifest = pulled_project(ws, model, env, size_gb=size / 1e9, max_new_tokens=1, precision="fp16")
         reader = ws / "read.py"
         reader.write_text(READER, encoding="utf-8")
-        folder = model_dir(root)
+        folder = model_dir(manifest.parent)
 
         def read_s() -> float:
             child = run_child([sys.executable, reader, folder], env=env).check()

@@ -27,12 +27,12 @@ from bench.common import (
     main_for,
     median,
     model_dir,
+    pulled_project,
     run_child,
     say,
     spread,
     tiny_model,
     workspace,
-    write_manifest,
 )
 
 RATIO_TARGET = 1.15
@@ -55,8 +55,6 @@ print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_token
 
 
 def run(quick: bool = False) -> List[Row]:
-    from bootstrap.demo.hubserver import LocalHub
-    from bootstrap.demo.scenario import DEMO_REPO_ID
     from bootstrap.manifest import CHAT_TEMPLATE, DEFAULT_PROMPT
     from bootstrap.smoke import chat_prompt
 
@@ -67,12 +65,8 @@ def run(quick: bool = False) -> List[Row]:
     model = tiny_model(bench_cache_dir())
     with workspace("smoke") as ws:
         env = bench_env(ws / "hf-home")
-        root = ws / "project"
-        with LocalHub() as hub:
-            hub.add_repo(DEMO_REPO_ID, model)
-            manifest = write_manifest(root, hub.url, str(ws / "upstream"), "0" * 40, size_gb=0.001,
-                                      max_new_tokens=max_new)
-            run_child([cli, "pull", "--manifest", manifest, "--json"], env=env).check()
+        manifest = pulled_project(ws, model, env, size_gb=0.001, max_new_tokens=max_new)
+        root = manifest.parent
         baseline = ws / "baseline.py"
         baseline.write_text(BASELINE, encoding="utf-8")
         text = chat_prompt(CHAT_TEMPLATE, DEFAULT_PROMPT)

@@ -226,7 +226,7 @@ def fresh_dir(path: Path) -> Path:
 
 
 def write_manifest(folder: Path, endpoint: str, source_url: str, ref: str, *, size_gb: float,
-                   max_new_tokens: Optional[int] = None) -> Path:
+                   max_new_tokens: Optional[int] = None, precision: Optional[str] = None) -> Path:
     """The demo's manifest (bootstrap.demo.scenario.demo_manifest) for a model of ``size_gb``, in ``folder``."""
     import yaml
 
@@ -236,10 +236,26 @@ def write_manifest(folder: Path, endpoint: str, source_url: str, ref: str, *, si
     doc["models"][DEMO_MODEL_KEY]["size_gb"] = size_gb
     if max_new_tokens is not None:
         doc["smoke"]["max_new_tokens"] = max_new_tokens
+    if precision is not None:
+        doc["smoke"]["precision"] = precision
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "manifest.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+def pulled_project(ws: Path, model: Path, env: Dict[str, str], *, size_gb: float,
+                   max_new_tokens: Optional[int] = None, precision: Optional[str] = None) -> Path:
+    """A project folder ``ws/project`` whose manifest's model (``model``, served once) is pulled; its manifest."""
+    from bootstrap.demo.hubserver import LocalHub
+    from bootstrap.demo.scenario import DEMO_REPO_ID
+
+    with LocalHub() as hub:
+        hub.add_repo(DEMO_REPO_ID, model)
+        manifest = write_manifest(ws / "project", hub.url, str(ws / "upstream"), PLACEHOLDER_REF, size_gb=size_gb,
+                                  max_new_tokens=max_new_tokens, precision=precision)
+        run_child([cli_path(), "pull", "--manifest", manifest, "--json"], env=env).check()
+    return manifest
 
 
 def model_dir(root: Path) -> Path:
