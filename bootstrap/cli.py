@@ -27,13 +27,14 @@ class Request:
     """What every command was asked, before the manifest is read."""
 
     def __init__(self, manifest: Optional[str], model: Optional[str], profile: Optional[str],
-                 endpoint: Optional[str], as_json: bool) -> None:
+                 endpoint: Optional[str], as_json: bool, sources: Sequence[str] = ()) -> None:
         from bootstrap.plan import Overrides
 
         self.as_json = as_json
         self.settings = settings_mod.from_env()
         self.overrides = Overrides(
-            manifest=Path(manifest) if manifest else None, model=model, profile=profile, endpoint=endpoint
+            manifest=Path(manifest) if manifest else None, model=model, profile=profile, endpoint=endpoint,
+            sources=tuple(sources) or None,
         )
 
     def plan(self):
@@ -52,12 +53,16 @@ def common_options(endpoint: bool = False) -> Callable:
         @click.option("--manifest", metavar="PATH",
                       help="Manifest file (default ./manifest.yaml). Env: LLAMA_BOOTSTRAP_MANIFEST.")
         @functools.wraps(fn)
-        def wrapper(manifest, model, profile, as_json, endpoint=None, **kwargs):
-            return fn(Request(manifest, model, profile, endpoint, as_json), **kwargs)
+        def wrapper(manifest, model, profile, as_json, endpoint=None, sources=(), **kwargs):
+            return fn(Request(manifest, model, profile, endpoint, as_json, sources), **kwargs)
 
         if endpoint:
             wrapper = click.option("--endpoint", metavar="URL",
                                    help="Hub endpoint (https). Env: HF_ENDPOINT. Default: the profile's.")(wrapper)
+            wrapper = click.option("--source", "sources", multiple=True, metavar="SPEC",
+                                   help="Where weights may come from, tried in order (repeatable): hub, hub=URL, "
+                                   "modelscope, modelscope=URL, dir=PATH. Env: LLAMA_BOOTSTRAP_SOURCES "
+                                   "(';'-separated). Default: the profile's sources.")(wrapper)
         return wrapper
 
     return decorate
@@ -122,6 +127,18 @@ def _step_options(fn: Callable) -> Callable:
     return fn
 
 
+def _pull_options(fn: Callable) -> Callable:
+    fn = click.option("--allow-size-only", is_flag=True,
+                      help="Accept files the source gives no hash for, checked by size only and recorded as NOT "
+                      "verified (default: such a file fails the pull).")(fn)
+    fn = click.option("--require-lock", is_flag=True,
+                      help="Fail for a repo the weights lock does not pin (manifest: weights.require_lock; env: "
+                      "LLAMA_BOOTSTRAP_REQUIRE_LOCK).")(fn)
+    fn = click.option("--connections", type=click.IntRange(1, 16), default=None, metavar="N",
+                      help="Connections per file for large files (default 4; 8 in all).")(fn)
+    return fn
+
+
 def _run(req: Request, options) -> int:
     from bootstrap.pipeline import run
 
@@ -150,12 +167,16 @@ def clone_cmd(req: Request, wait_s: float) -> int:
 @_step_options
 @click.option("--verify", is_flag=True, help="Hash every file again, even if unchanged since it was verified.")
 @click.option("--retries", type=click.IntRange(0, 20), default=None, help="Retries per request on 5xx/drops.")
-def pull_cmd(req: Request, wait_s: float, verify: bool, retries: Optional[int]) -> int:
-    """Download the model (and a LoRA's base) into weights.dir, verified against the Hub's sha256."""
+@_pull_options
+def pull_cmd(req: Request, wait_s: float, verify: bool, retries: Optional[int], connections: Optional[int],
+             require_lock: bool, allow_size_only: bool) -> int:
+    """Download the model (and a LoRA's base) into weights.dir, every file verified by its hash (against the
+    weights lock when it pins the repo)."""
     from bootstrap.pipeline import RunOptions
 
     return _run(req, RunOptions(only=("pull",), verify=verify, wait_s=wait_s, progress=_tty(req),
-                                pull_retries=retries))
+                                pull_retries=retries, connections=connections, require_lock=require_lock,
+                                allow_size_only=allow_size_only))
 
 
 @cli.command("smoke")
@@ -175,13 +196,15 @@ def smoke_cmd(req: Request, wait_s: float) -> int:
 @click.option("--force", multiple=True, type=click.Choice(STEPS), help="Redo a step even if recorded as done.")
 @click.option("--verify", is_flag=True, help="Hash every model file again.")
 @click.option("--offline", is_flag=True, help="Skip the network reachability check.")
+@_pull_options
 def run_cmd(req: Request, wait_s: float, skip: Sequence[str], force: Sequence[str], verify: bool,
-            offline: bool) -> int:
+            offline: bool, connections: Optional[int], require_lock: bool, allow_size_only: bool) -> int:
     """check -> clone -> pull -> smoke; a second run with nothing changed does nothing."""
     from bootstrap.pipeline import RunOptions
 
     return _run(req, RunOptions(skip=tuple(skip), force=tuple(force), verify=verify, offline_check=offline,
-                                wait_s=wait_s, progress=_tty(req)))
+                                wait_s=wait_s, progress=_tty(req), connections=connections,
+                                require_lock=require_lock, allow_size_only=allow_size_only))
 
 
 @cli.command("demo")
@@ -214,16 +237,52 @@ def _tty(req: Request) -> bool:
 @cli.command("lock")
 @click.option("--repo", "repo_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=".",
               show_default=True, help="The llama-bootstrap checkout whose locks to regenerate.")
-def lock_cmd(repo_root: Path) -> int:
-    """Regenerate conda-lock.yml, the explicit conda locks and requirements/*.txt (conda-lock + uv).
+@click.option("--weights", is_flag=True, help="Pin the weights instead: write the weights lock from the Hub.")
+@click.option("--all", "all_models", is_flag=True, help="With --weights: every model of the manifest.")
+@click.option("--update", is_flag=True, help="With --weights: accept changed commits/hashes (shown as a diff).")
+@common_options(endpoint=True)
+def lock_cmd(req: Request, repo_root: Path, weights: bool, all_models: bool, update: bool) -> int:
+    """Regenerate conda-lock.yml, the explicit conda locks and requirements/*.txt (conda-lock + uv); or, with
+    --weights, pin the model's weights (commit + sha256 of every file) into the weights lock.
 
-    Needs a network that reaches conda-forge, the package index and PyTorch's wheel index. conda-lock
-    4 needs Python >= 3.10, so run this outside myenv (e.g. `pipx run --spec . llama-bootstrap lock`).
+    The env locks need a network that reaches conda-forge, the package index and PyTorch's wheel index.
+    conda-lock 4 needs Python >= 3.10, so run that outside myenv (`pipx run --spec . llama-bootstrap lock`).
+    `lock --weights [--model KEY | --all] [--update]` needs a Hub over TLS (the profile's endpoint).
     """
+    if weights:
+        return _lock_weights(req, all_models, update)
+    if all_models or update:
+        raise click.UsageError("--all and --update go with --weights")
     from bootstrap.lock import relock
 
     for path in relock(repo_root.resolve()):
         say(f"wrote {path}")
+    return EXIT_OK
+
+
+def _lock_weights(req: Request, all_models: bool, update: bool) -> int:
+    from dataclasses import replace
+
+    from bootstrap.plan import build_plan
+    from bootstrap.weightspin import lock_weights
+
+    plan = req.plan()
+    if all_models and req.overrides.model:
+        raise click.UsageError("--model and --all exclude each other")
+    keys = list(plan.manifest.models) if all_models else [plan.model_key]
+    plans = [(key, plan if key == plan.model_key else build_plan(replace(req.overrides, model=key), req.settings))
+             for key in keys]
+    echo = (lambda m: None) if req.as_json else (lambda m: say(m, err=True))
+    report = lock_weights(plans, update=update, log=echo)
+    if req.as_json:
+        print_json({"status": "ok", **report.to_json()})
+    else:
+        for kind in ("added", "updated", "unchanged"):
+            for line in getattr(report, kind):
+                say(f"{kind:<9} {line}")
+        for line in report.drift:
+            say(f"  {line}")
+        say(f"wrote {report.path}")
     return EXIT_OK
 
 

@@ -161,3 +161,83 @@ class LockedError(StepFailed):
 
 class Interrupted(BootstrapError):
     """The user pressed Ctrl-C; state was left consistent."""
+
+
+# -- weights sources: what a Hub, mirror or folder may not do (exit code 1) -------------------
+
+
+class UntrustedSource(DownloadError):
+    """A source said or did something that cannot be trusted; nothing from it is kept for this repo."""
+
+    remedy = ("the source is not trustworthy: use another one (--source, --profile) or pin the weights "
+              "(`llama-bootstrap lock --weights` on a trusted network) so every byte is checked against the lock")
+
+    def __init__(self, message: str, *, source: Optional[str] = None, repo_id: Optional[str] = None,
+                 filename: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, repo_id=repo_id, filename=filename, url=source, remedy=remedy)
+        self.source = source
+
+
+class UnsafeName(UntrustedSource):
+    """A file name listed by a source is not a plain relative path inside the model folder."""
+
+    def __init__(self, name: str, why: str, *, source: Optional[str] = None, repo_id: Optional[str] = None) -> None:
+        shown = ascii(name)
+        super().__init__(f"{source or 'the source'} lists a file named {shown} ({why}); refusing the whole repo",
+                         source=source, repo_id=repo_id)
+        self.name = name
+        self.why = why
+
+
+class RedirectRefused(UntrustedSource):
+    """A redirect (or a request) would go somewhere the policy does not allow: plain http, another scheme."""
+
+    def __init__(self, hop: str, why: str, *, source: Optional[str] = None) -> None:
+        super().__init__(f"refused a redirect to {hop}: {why}", source=source)
+        self.hop = hop
+        self.why = why
+
+
+class CommitMismatch(UntrustedSource):
+    """The source answered for another commit than the one pinned."""
+
+    def __init__(self, repo_id: str, *, want: str, got: str, source: Optional[str] = None,
+                 where: str = "the manifest") -> None:
+        super().__init__(f"{repo_id}: {where} pins commit {want}, but {source or 'the source'} answered with "
+                         f"{got}", source=source, repo_id=repo_id)
+        self.want = want
+        self.got = got
+
+
+class LockMismatch(UntrustedSource):
+    """What a source offers differs from the weights lock (commit, file set or a file's hash)."""
+
+
+class UnverifiableFile(DownloadError):
+    """The source gives no hash for a file, so it cannot be verified."""
+
+
+class NotPinned(DownloadError):
+    """The weights lock has no entry for a repo that must be pinned (--require-lock, or a source without TLS)."""
+
+
+class SourcesFailed(DownloadError):
+    """Every source of the profile failed for a repo; ``failures`` holds (source label, error) in order."""
+
+    def __init__(self, repo_id: str, failures: list) -> None:
+        lines = "; ".join(f"{label}: {exc}" for label, exc in failures)
+        super().__init__(f"no source could provide {repo_id} ({len(failures)} tried): {lines}", repo_id=repo_id,
+                         remedy="fix the first source's problem, or add a working source to the profile (--source)")
+        self.failures = failures
+
+
+class WeightsLockError(ManifestError):
+    """The weights lock file cannot be read or is invalid (bad input, exit 2)."""
+
+
+class LockDrift(StepFailed):
+    """``lock --weights`` found a pinned commit or hash that changed upstream; it is only changed with --update."""
+
+    def __init__(self, message: str, *, diff: list, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.diff = diff

@@ -11,20 +11,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import yaml
 
 from bootstrap.errors import ManifestError
-from bootstrap.schema import Invalid, Loc, Problem, Rule, Section, mapping, section, value
+from bootstrap.schema import Invalid, Loc, Problem, Rule, Section, mapping, section, sequence, value
 from bootstrap.schema import json_schema as _schema_of
-from bootstrap.urls import check_endpoint, check_source_url
+from bootstrap.urls import check_endpoint, check_mirror_url, check_source_url
 
 MANIFEST_VERSION = 1
 DEFAULT_MANIFEST_NAME = "manifest.yaml"
 MAX_MANIFEST_BYTES = 1 << 20
 PRECISIONS = ("auto", "fp16", "bf16", "int8", "int4", "fp32")
 GPU_POLICIES = ("required", "preferred", "none")
+SOURCE_KINDS = ("hub", "modelscope", "dir")
+MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
+DEFAULT_WEIGHTS_LOCK = "weights.lock.yaml"
 DEFAULT_PROMPT = "介绍一下中国"
 CHAT_TEMPLATE = "<s>Human: {prompt}\n</s><s>Assistant: "
 
@@ -106,9 +109,14 @@ class Source(Section):
 
 @dataclass(frozen=True)
 class Weights(Section):
-    """Where the model files go (``dir/owner/name``)."""
+    """Where the model files go (``dir/owner/name``) and the lock that pins them."""
 
     dir: str = value(_PATH, "models")
+    lock: str = value(Rule("string", check=_relative_inside,
+                           description="the weights lock (commit + sha256 of every file), relative to the manifest's "
+                           "folder or absolute; written by `llama-bootstrap lock --weights`"), DEFAULT_WEIGHTS_LOCK)
+    require_lock: bool = value(Rule("boolean", description="refuse to pull a repo the weights lock does not pin"),
+                               False)
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,11 @@ class ModelSpec(Section):
                                      "for kind: lora)", **_REPO), None)  # type: ignore[arg-type]
     base_revision: str = value(_REVISION, "main")
     base_size_gb: Optional[float] = value(Rule("number", gt=0, le=_GB, nullable=True), None)
+    modelscope_id: Optional[str] = value(Rule("string", nullable=True, description="the same model on ModelScope "
+                                              "(ids differ from the Hub's)", **_REPO), None)  # type: ignore[arg-type]
+    modelscope_revision: str = value(_REVISION, "master")
+    base_modelscope_id: Optional[str] = value(Rule("string", nullable=True, description="the base model on ModelScope",
+                                                   **_REPO), None)  # type: ignore[arg-type]
     gated: bool = value(Rule("boolean"), False)
     base_gated: bool = value(Rule("boolean"), False)
     description: str = value(Rule("string"), "")
@@ -146,6 +159,30 @@ class ModelSpec(Section):
 
 
 @dataclass(frozen=True)
+class SourceEntry(Section):
+    """One place the weights may come from; a profile's sources are tried in order."""
+
+    kind: str = value(Rule("string", choices=SOURCE_KINDS,
+                           description="hub (a Hub or Hub mirror), modelscope (ModelScope's API), dir (a local or "
+                           "mounted folder)"))
+    endpoint: Optional[str] = value(Rule("string", nullable=True, check=check_mirror_url,
+                                         description="hub/modelscope: base URL (default: the profile's hf_endpoint / "
+                                         "ModelScope); plain http only for pinned repos"), None)
+    path: Optional[str] = value(Rule("string", nullable=True, check=_relative_inside,
+                                     description="dir: a folder holding <owner>/<name>/... or a Hugging Face cache"),
+                                None)
+
+    def cross_check(self) -> List[Tuple[Loc, str]]:
+        if self.kind == "dir" and not self.path:
+            return [(("path",), "kind: dir needs path (the folder that holds the weights)")]
+        if self.kind == "dir" and self.endpoint:
+            return [(("endpoint",), "kind: dir takes a path, not an endpoint")]
+        if self.kind != "dir" and self.path:
+            return [(("path",), f"kind: {self.kind} takes an endpoint, not a path")]
+        return []
+
+
+@dataclass(frozen=True)
 class Profile(Section):
     """Where to download from."""
 
@@ -154,6 +191,8 @@ class Profile(Section):
                                            description="a git mirror of source.url; HEAD is still checked"), None)
     conda_channel: Optional[str] = value(Rule("string", nullable=True, check=check_endpoint,
                                               description="conda-forge mirror used by the installers"), None)
+    sources: Tuple[SourceEntry, ...] = sequence(SourceEntry, max_items=16, description="where weights may come "
+                                                "from, tried in order (default: the hub at hf_endpoint)")
     description: str = value(Rule("string"), "")
 
 
@@ -243,16 +282,19 @@ def _line_of(node: Optional[yaml.Node], loc: Tuple[Any, ...]) -> Optional[int]:
                     break
             else:
                 return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
+        elif isinstance(node, yaml.SequenceNode) and str(part).isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
             line = node.start_mark.line + 1
         else:
             return line
     return line
 
 
-def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifest:
-    """Parse and validate manifest text. Raises ManifestError."""
+def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME, cls: Type[Any] = None,
+                   error: Type[ManifestError] = ManifestError, what: str = "manifest") -> Any:
+    """Parse and validate manifest text (or, with ``cls``/``error``/``what``, another YAML document of
+    the kit such as the weights lock). Raises ``error`` (a ManifestError)."""
+    cls = cls or Manifest
     loader = _UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
@@ -260,38 +302,38 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME) -> Manifes
             try:
                 _check_duplicates(node)
             except ManifestError as exc:
-                exc.path = source
-                raise
+                raise error(str(exc), path=source, field=exc.field, line=exc.line, remedy=exc.remedy) from None
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         hint = " (YAML does not allow tabs for indentation; use spaces)" if "'\\t'" in problem else ""
-        raise ManifestError(
+        raise error(
             f"invalid YAML: {problem}{hint}", path=source, line=line, remedy="fix the YAML syntax at that line"
         ) from exc
     except yaml.YAMLError as exc:
-        raise ManifestError(f"invalid YAML: {exc}", path=source, remedy="fix the YAML syntax") from exc
+        raise error(f"invalid YAML: {exc}", path=source, remedy="fix the YAML syntax") from exc
     finally:
         loader.dispose()
     if data is None:
-        raise ManifestError("the manifest is empty", path=source, remedy="start from the repository's manifest.yaml")
+        raise error(f"the {what} is empty", path=source, remedy=f"start from the repository's {Path(source).name}")
     if not isinstance(data, dict):
-        raise ManifestError(
-            f"the manifest must be a mapping of keys, not a {type(data).__name__}", path=source, line=1,
-            remedy="start from the repository's manifest.yaml",
+        raise error(
+            f"the {what} must be a mapping of keys, not a {type(data).__name__}", path=source, line=1,
+            remedy=f"start from the repository's {Path(source).name}",
         )
-    return from_data(data, source=source, node=node)
+    return from_data(data, source=source, node=node, cls=cls, error=error)
 
 
-def from_data(data: Any, *, source: str = DEFAULT_MANIFEST_NAME, node: Optional[yaml.Node] = None) -> Manifest:
+def from_data(data: Any, *, source: str = DEFAULT_MANIFEST_NAME, node: Optional[yaml.Node] = None,
+              cls: Type[Any] = None, error: Type[ManifestError] = ManifestError) -> Any:
     """Validate parsed manifest data. Raises ManifestError listing every problem, in file order.
 
     ``node`` is the YAML tree the data came from, if any: it gives each problem its line.
     """
     try:
-        return Manifest.validate(data)
+        return (cls or Manifest).validate(data)
     except Invalid as exc:
         problems = sorted(exc.problems, key=lambda p: _line_of_problem(node, p) or 0)
     lines: List[str] = []
@@ -299,7 +341,7 @@ def from_data(data: Any, *, source: str = DEFAULT_MANIFEST_NAME, node: Optional[
         line = _line_of_problem(node, problem)
         lines.append(f"{f'line {line}: ' if line else ''}{problem.field}: {problem.message}")
     first = problems[0]
-    raise ManifestError(
+    raise error(
         "; ".join(lines), path=source, field=first.field, line=_line_of_problem(node, first),
         remedy="fix the field named above (see the README's manifest reference)",
     )
@@ -311,37 +353,40 @@ def _line_of_problem(node: Optional[yaml.Node], problem: Problem) -> Optional[in
     return _line_of(node, anchor) if anchor else None
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and validate the manifest at ``path``. Raises ManifestError for every problem."""
+def load_manifest(path: Path, *, cls: Type[Any] = None, error: Type[ManifestError] = ManifestError,
+                  what: str = "manifest") -> Any:
+    """Read and validate the manifest at ``path`` (or another YAML document: see parse_manifest).
+    Raises ManifestError (``error``) for every problem."""
     shown = str(path)
     if path.is_dir():
-        raise ManifestError(
-            "is a directory, not a manifest file", path=shown,
-            remedy=f"pass the file, e.g. {path / DEFAULT_MANIFEST_NAME}",
+        raise error(
+            f"is a directory, not a {what} file", path=shown,
+            remedy=f"pass the file, e.g. {path / DEFAULT_MANIFEST_NAME}" if what == "manifest" else None,
         )
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
-        raise ManifestError(
+        raise error(
             "no such file", path=shown,
-            remedy="pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST (the repository ships manifest.yaml)",
+            remedy="pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST (the repository ships manifest.yaml)"
+            if what == "manifest" else None,
         ) from None
     except OSError as exc:
-        raise ManifestError(f"cannot read: {exc.strerror}", path=shown,
+        raise error(f"cannot read: {exc.strerror}", path=shown,
                             remedy="check the path and its permissions") from None
     if len(raw) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"larger than {MAX_MANIFEST_BYTES} bytes; not a manifest", path=shown)
+        raise error(f"larger than {MAX_MANIFEST_BYTES} bytes; not a {what}", path=shown)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ManifestError(
+        raise error(
             f"not valid UTF-8 (byte {exc.start})", path=shown, line=line, remedy="save the file as UTF-8"
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    return parse_manifest(text, source=shown)
+    return parse_manifest(text, source=shown, cls=cls, error=error, what=what)
 
 
 def json_schema() -> Dict[str, Any]:

@@ -32,6 +32,9 @@ class RunOptions:
     progress: bool = False
     pull_retries: Optional[int] = None
     pull_backoff_s: Optional[float] = None
+    connections: Optional[int] = None  # per file (pull --connections)
+    require_lock: bool = False
+    allow_size_only: bool = False
 
 
 @dataclass
@@ -72,9 +75,24 @@ def clone_fingerprint(plan: Plan) -> Dict[str, Any]:
 
 
 def pull_fingerprint(plan: Plan) -> Dict[str, Any]:
-    from bootstrap.pull import repos_to_pull
+    """What pull would do now: the repos, where they go, and the commits the weights lock pins them to."""
+    from bootstrap.pull import pins_of, repos_to_pull
 
-    return {"repos": repos_to_pull(plan), "weights_dir": str(plan.weights_dir)}
+    return {"repos": repos_to_pull(plan), "weights_dir": str(plan.weights_dir), "pins": pins_of(plan)}
+
+
+def pull_summary(result: Dict[str, Any]) -> str:
+    repos = result.get("repos", [])
+    n_dl = sum(len(r["downloaded"]) for r in repos)
+    n_ok = sum(len(r["files"]) for r in repos)
+    n_size = sum(len(r.get("size_only") or {}) for r in repos)
+    size = sum(r["bytes_total"] for r in repos)
+    commits = ", ".join(f"{r['repo_id']}@{r['commit'][:12]}" for r in repos)
+    text = f"{size / 1e9:.3f} GB in place ({commits}); {n_dl} downloaded, {n_ok} verified by hash"
+    if n_size:
+        text += f", {n_size} checked by size only (NOT verified)"
+    return text + ("; pinned by the weights lock" if result.get("pinned") else
+                   "; NOT pinned (`llama-bootstrap lock --weights` pins it)")
 
 
 def smoke_fingerprint(plan: Plan, pull_result: Dict[str, Any]) -> Dict[str, Any]:
@@ -131,13 +149,15 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
                 f"endpoint {plan.endpoint}, manifest {plan.manifest_path}")
             pull_options = PullOptions(
                 verify=options.verify or "pull" in options.force, progress=options.progress,
-                **{k: v for k, v in (("retries", options.pull_retries), ("backoff_s", options.pull_backoff_s))
-                   if v is not None})
+                require_lock=options.require_lock, allow_size_only=options.allow_size_only,
+                **{k: v for k, v in (("retries", options.pull_retries), ("backoff_s", options.pull_backoff_s),
+                                     ("connections", options.connections)) if v is not None})
 
             # What is already done (decided without network, hashing or model load)?
             pull_rec = state.get("pull", pull_fingerprint(plan))
             pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
-                unchanged_since(pull_rec["result"])
+                unchanged_since(pull_rec["result"]) and \
+                (options.allow_size_only or not any(r.get("size_only") for r in pull_rec["result"]["repos"]))
             smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
             smoke_done = bool(smoke_rec) and "smoke" not in fresh
             clone_rec = state.get("clone", clone_fingerprint(plan))
@@ -191,17 +211,13 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
 
             def do_pull() -> StepOutcome:
                 if pull_done:
-                    return StepOutcome("pull", "cached", 0, "all files verified earlier and unchanged",
-                                       pull_rec["result"])
+                    return StepOutcome("pull", "cached", 0, "all files verified earlier and unchanged; "
+                                       + pull_summary(pull_rec["result"]), pull_rec["result"])
                 previous = (state.get("pull") or {}).get("result")
                 result = pull(plan, previous, pull_options, log)
                 state.put("pull", pull_fingerprint(plan), result)
                 state.forget("smoke")
-                n_dl = sum(len(r["downloaded"]) for r in result["repos"])
-                n_hash = sum(len(r["hashed"]) for r in result["repos"])
-                size = sum(r["bytes_total"] for r in result["repos"])
-                return StepOutcome("pull", "done", 0, f"{size / 1e9:.3f} GB in place; {n_dl} downloaded, "
-                                   f"{n_hash} verified", result)
+                return StepOutcome("pull", "done", 0, pull_summary(result), result)
 
             def do_smoke() -> StepOutcome:
                 if smoke_done:

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from bootstrap.errors import UsageError
-from bootstrap.manifest import DEFAULT_MANIFEST_NAME, Manifest, ModelSpec, load_manifest
+from bootstrap.manifest import (
+    DEFAULT_MANIFEST_NAME,
+    MODELSCOPE_ENDPOINT,
+    SOURCE_KINDS,
+    Manifest,
+    ModelSpec,
+    load_manifest,
+)
 from bootstrap.settings import Settings
-from bootstrap.urls import check_endpoint
+from bootstrap.sources.base import RepoRef, SourceSpec
+from bootstrap.urls import check_endpoint, check_mirror_url
 
 STATE_DIR_NAME = ".llama-bootstrap"
 
@@ -25,6 +33,8 @@ class Overrides:
     model: Optional[str] = None
     profile: Optional[str] = None
     endpoint: Optional[str] = None
+    sources: Optional[Tuple[str, ...]] = None  # --source (repeatable)
+    require_lock: Optional[bool] = None  # --require-lock
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,22 @@ class Plan:
     weights_dir: Path
     state_dir: Path
     token: Optional[str] = field(default=None, repr=False)
+    sources: Tuple[SourceSpec, ...] = ()
+    weights_lock_path: Optional[Path] = None
+    require_lock: bool = False
 
     @property
     def model(self) -> ModelSpec:
         return self.manifest.models[self.model_key]
+
+    def repo_refs(self) -> List[RepoRef]:
+        """The repos the model needs, in the order pull fetches them: a LoRA's base first, then the model."""
+        model = self.model
+        refs = [RepoRef(model.repo_id, model.revision, model.modelscope_id, model.modelscope_revision)]
+        if model.kind == "lora" and model.base:
+            refs.insert(0, RepoRef(model.base, model.base_revision, model.base_modelscope_id,
+                                   model.modelscope_revision))
+        return refs
 
     def model_dir(self, repo_id: str) -> Path:
         """Where a repo's files go: ``weights.dir/owner/name``."""
@@ -95,6 +117,7 @@ def resolve(manifest: Manifest, path: Path, overrides: Overrides, settings: Sett
         raise UsageError(f"{endpoint_from}: {exc}", argument=endpoint_from,
                          remedy="use an https:// endpoint, or --profile cn for the mirror") from None
     root = path.parent.resolve()
+    sources = _sources(manifest, profile_key, endpoint, root, overrides, settings)
     state_dir = settings.state_dir or root / STATE_DIR_NAME
     return Plan(
         manifest_path=path,
@@ -108,7 +131,54 @@ def resolve(manifest: Manifest, path: Path, overrides: Overrides, settings: Sett
         weights_dir=_resolve_dir(root, manifest.weights.dir),
         state_dir=state_dir if state_dir.is_absolute() else root / state_dir,
         token=settings.hf_token,
+        sources=sources,
+        weights_lock_path=_resolve_dir(root, manifest.weights.lock),
+        require_lock=bool(overrides.require_lock) or settings.require_lock or manifest.weights.require_lock,
     )
+
+
+def parse_source(text: str, origin: str, *, hub_endpoint: str, base: Path) -> SourceSpec:
+    """``hub``, ``hub=URL``, ``modelscope``, ``modelscope=URL`` or ``dir=PATH`` as a SourceSpec."""
+    kind, sep, where = text.strip().partition("=")
+    kind = kind.strip().lower()
+    if kind not in SOURCE_KINDS:
+        raise UsageError(f"{origin}: {text!r} is not a source", argument=origin,
+                         remedy="use hub, hub=URL, modelscope, modelscope=URL or dir=PATH")
+    where = where.strip()
+    if kind == "dir":
+        if not where:
+            raise UsageError(f"{origin}: dir needs a folder: dir=PATH", argument=origin)
+        return SourceSpec("dir", str(_resolve_dir(base, where)), origin)
+    if not where:
+        where = hub_endpoint if kind == "hub" else MODELSCOPE_ENDPOINT
+    try:
+        where = check_mirror_url(where)
+    except ValueError as exc:
+        raise UsageError(f"{origin}: {exc}", argument=origin, remedy="use https://HOST (or http://HOST:PORT for a "
+                         "LAN mirror of pinned repos)") from None
+    return SourceSpec(kind, where, origin)
+
+
+def _sources(manifest: Manifest, profile_key: str, endpoint: str, root: Path, overrides: Overrides,
+             settings: Settings) -> Tuple[SourceSpec, ...]:
+    if overrides.sources:
+        return tuple(parse_source(t, "--source", hub_endpoint=endpoint, base=Path.cwd()) for t in overrides.sources)
+    if settings.sources:
+        return tuple(parse_source(t, "LLAMA_BOOTSTRAP_SOURCES", hub_endpoint=endpoint, base=Path.cwd())
+                     for t in settings.sources)
+    entries = manifest.profiles[profile_key].sources
+    if not entries:
+        return (SourceSpec("hub", endpoint, f"profiles.{profile_key}.hf_endpoint"),)
+    out = []
+    for i, entry in enumerate(entries):
+        origin = f"profiles.{profile_key}.sources.{i}"
+        if entry.kind == "dir":
+            out.append(SourceSpec("dir", str(_resolve_dir(root, entry.path or "")), origin))
+        elif entry.kind == "hub":
+            out.append(SourceSpec("hub", entry.endpoint or endpoint, origin))
+        else:
+            out.append(SourceSpec(entry.kind, entry.endpoint or MODELSCOPE_ENDPOINT, origin))
+    return tuple(out)
 
 
 def _resolve_source_url(url: str, root: Path) -> str:

@@ -1,56 +1,64 @@
-"""``pull``: the model's files from the Hub (or a mirror), verified, resumable.
+"""``pull``: the model's files from the profile's sources, verified, resumable, trusted only as far
+as they are checked.
 
-With the real ``huggingface_hub``: ``HfApi.model_info(files_metadata=True)`` gives the commit,
-the file list, sizes and the LFS sha256 values; ``snapshot_download(local_dir=...)`` downloads
-(``.incomplete`` files, resumed on the next call) pinned to that commit. Because
-``snapshot_download`` itself checks no hash, and skips a file on the next call once it is in
-place, every file is verified here (sha256 for LFS files, git's blob sha1 for the others) and a
-bad one is removed together with the library's metadata so it is fetched again. A verified
-file's (size, mtime) is recorded, so later runs do not hash it again unless it changed or
-``--verify`` is given.
+For each repo the model needs (a LoRA's base first) the sources are tried in order until one
+succeeds; each failure is kept with its reason. From a source, nothing is downloaded before:
+
+* every listed file name is a plain relative path (``names.check_names``);
+* a revision pinned to a commit in the manifest is the commit the source answers for;
+* with a weights-lock entry: the commit, the file set and every size/hash the source claims agree
+  with the lock, and the lock's hashes are what the bytes must match; without one, the source's own
+  sha256 (LFS) or git blob id, and a file with neither fails unless ``allow_size_only``;
+* a source without TLS (a LAN mirror, a folder) serves only pinned repos, and never gets the token.
+
+Files are fetched by :mod:`bootstrap.fetch` (ranges over several connections, resumable, hashed once
+while they arrive) and moved into place only after their hash matched. A verified file's
+(size, mtime) is recorded, so later runs do not hash it again unless it changed or ``--verify``.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
-import threading
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bootstrap import errors
-from bootstrap.follow import HashFollower, incomplete_dir
+from bootstrap import errors, weightslock
+from bootstrap.fetch import DEFAULT_PER_FILE, DEFAULT_TOTAL, FetchOptions, FileJob, remove_partial, resumable_bytes
+from bootstrap.fetch import stale_partial as _stale
 from bootstrap.integrity import git_blob_sha1, sha256_file
+from bootstrap.names import ModelFolder, check_names
 from bootstrap.plan import Plan
 from bootstrap.probes import disk_free
-from bootstrap.transfer import in_background, translate, with_retries
+from bootstrap.sources import RemoteFile, RemoteRepo, RepoRef, Source, open_source
 
 GB = 1e9
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_S = 1.0
-DEFAULT_WORKERS = 8
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # Never fetched: other frameworks' weights. Pickle weights are skipped when safetensors exist.
 OTHER_FRAMEWORKS = ("*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.gguf", "*.tflite", "flax_model*",
                     "tf_model*", "rust_model*", "coreml/*", "onnx/*")
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
-
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int
-    sha256: Optional[str]  # LFS files
-    blob_id: Optional[str]  # git oid (sha1 of the blob) of non-LFS files
+__all__ = ["PullOptions", "RemoteFile", "RemoteRepo", "pull", "pull_repo", "repos_to_pull", "select_files",
+           "unchanged_since", "pins_of"]
 
 
 @dataclass(frozen=True)
-class RemoteRepo:
-    repo_id: str
-    revision: str
-    commit: str
-    files: List[RemoteFile]
+class PullOptions:
+    verify: bool = False  # hash every file again even if unchanged since the last verification
+    retries: int = DEFAULT_RETRIES
+    backoff_s: float = DEFAULT_BACKOFF_S
+    progress: bool = False
+    connections: int = DEFAULT_PER_FILE  # per file
+    connections_total: int = DEFAULT_TOTAL
+    require_lock: bool = False
+    allow_size_only: bool = False  # record files without any hash as "size only" instead of failing
 
 
 @dataclass
@@ -59,37 +67,39 @@ class RepoResult:
     revision: str
     commit: str
     local_dir: str
-    files: Dict[str, Dict[str, Any]]
+    files: Dict[str, Dict[str, Any]]  # verified by a hash: {size, mtime_ns, sha256, blob_id}
+    size_only: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # NOT verified (--allow-size-only)
+    source: str = ""
+    pinned: bool = False
     downloaded: List[str] = field(default_factory=list)
     hashed: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     bytes_total: int = 0
+    bytes_fetched: int = 0
 
 
 @dataclass(frozen=True)
-class PullOptions:
-    verify: bool = False  # hash every file again even if unchanged since the last verification
-    retries: int = DEFAULT_RETRIES
-    backoff_s: float = DEFAULT_BACKOFF_S
-    max_workers: int = DEFAULT_WORKERS
-    progress: bool = False
+class Want:
+    """What one file must be: its size and the hash it must have (algo None: size only)."""
+
+    name: str
+    size: int
+    algo: Optional[str]
+    digest: Optional[str]
+
+    def record(self, path: Path) -> Dict[str, Any]:
+        st = path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "sha256": self.digest if self.algo == "sha256" else None,
+                "blob_id": self.digest if self.algo == "git-blob" else None}
 
 
-# -- what is there, what we want --------------------------------------------------------------
-
-
-def remote_repo(api: Any, repo_id: str, revision: str) -> RemoteRepo:
-    info = api.model_info(repo_id, revision=revision, files_metadata=True)
-    files = []
-    for s in info.siblings or []:
-        lfs = s.lfs
-        sha = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
-        files.append(RemoteFile(s.rfilename, int(s.size or 0), sha, None if sha else s.blob_id))
-    return RemoteRepo(repo_id, revision, info.sha, files)
+# -- what to fetch ------------------------------------------------------------------------------
 
 
 def select_files(files: List[RemoteFile]) -> Tuple[List[RemoteFile], List[str]]:
-    """(files to fetch, names skipped): safetensors over pickle, no other frameworks' weights."""
+    """(files to fetch, names skipped): safetensors over pickle, no other frameworks' weights, no dot-files
+    but .gitattributes."""
     def matches(name: str, patterns: Tuple[str, ...]) -> bool:
         return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.rsplit("/", 1)[-1], p) for p in patterns)
 
@@ -104,186 +114,342 @@ def select_files(files: List[RemoteFile]) -> Tuple[List[RemoteFile], List[str]]:
     return chosen, skipped
 
 
+def repos_to_pull(plan: Plan) -> List[Tuple[str, str]]:
+    """(repo_id, revision) pairs: the model, and for LoRA variants the base model first."""
+    return [(ref.repo_id, ref.revision) for ref in plan.repo_refs()]
+
+
+def load_lock(plan: Plan) -> Optional[weightslock.WeightsLock]:
+    return weightslock.load(plan.weights_lock_path) if plan.weights_lock_path else None
+
+
+def pins_of(plan: Plan, lock: Optional[weightslock.WeightsLock] = None) -> Dict[str, Optional[str]]:
+    """{repo id: pinned commit or None} for the repos the model needs (part of pull's fingerprint)."""
+    lock = lock if lock is not None else load_lock(plan)
+    out: Dict[str, Optional[str]] = {}
+    for ref in plan.repo_refs():
+        pin = lock.pin(ref.repo_id, ref.revision, plan.model_key) if lock else None
+        out[ref.repo_id] = pin.commit if pin else None
+    return out
+
+
 def _size(n: float) -> str:
     return f"{n / GB:.2f} GB" if n >= GB else f"{n / 1e6:.1f} MB"
 
 
-def _record_ok(path: Path, want: RemoteFile, record: Optional[Dict[str, Any]]) -> bool:
+def _expectations(remote: RemoteRepo, chosen: List[RemoteFile], pin: Any, source: Source,
+                  options: PullOptions) -> List[Want]:
+    """What each file must be, checked against the lock when there is a pin. Raises before any download."""
+    label, repo_id = source.label, remote.repo_id
+    if pin is None:
+        wants = []
+        for f in chosen:
+            if f.sha256:
+                wants.append(Want(f.path, f.size, "sha256", f.sha256))
+            elif f.blob_id:
+                wants.append(Want(f.path, f.size, "git-blob", f.blob_id))
+            elif options.allow_size_only:
+                wants.append(Want(f.path, f.size, None, None))
+            else:
+                raise errors.UnverifiableFile(
+                    f"{repo_id}: {label} gives no sha256 and no git blob id for {ascii(f.path)}, so it cannot be "
+                    "verified", repo_id=repo_id, filename=f.path, url=label,
+                    remedy="pin the repo (`llama-bootstrap lock --weights`), use a source that lists hashes, or "
+                    "accept size-only checks with --allow-size-only (recorded as unverified)")
+        return wants
+    locked = pin.by_path()
+    offered = {f.path: f for f in chosen}
+    if source.kind == "hub":
+        if remote.commit != pin.commit:
+            raise errors.LockMismatch(f"{repo_id}: the weights lock pins commit {pin.commit}, {label} answered "
+                                      f"{remote.commit}", source=label, repo_id=repo_id)
+        extra = sorted(set(offered) - set(locked))
+        if extra:
+            raise errors.LockMismatch(f"{repo_id}: {label} lists {len(extra)} file(s) the weights lock does not know "
+                                      f"at this commit: {', '.join(ascii(n) for n in extra[:5])}", source=label,
+                                      repo_id=repo_id)
+    missing = sorted(set(locked) - set(offered))
+    if missing:
+        raise errors.LockMismatch(f"{repo_id}: {label} does not have {len(missing)} locked file(s): "
+                                  f"{', '.join(ascii(n) for n in missing[:5])}", source=label, repo_id=repo_id)
+    wants = []
+    for name, want in sorted(locked.items()):
+        f = offered[name]
+        claimed = f.sha256 if want.sha256 else (f.blob_id if f.sha256 is None else None)
+        if f.size != want.size or (claimed and claimed != want.want[1]):
+            raise errors.LockMismatch(f"{repo_id}: {label} offers {ascii(name)} as {f.size} bytes "
+                                      f"{claimed or ''}, the weights lock says {want.size} bytes {want.want[1]}",
+                                      source=label, repo_id=repo_id, filename=name)
+        wants.append(Want(name, want.size, *want.want))
+    return wants
+
+
+def _record_ok(path: Path, want: Want, record: Optional[Dict[str, Any]]) -> bool:
     """Was this exact file (same size and mtime) verified against the same expected hash before?"""
     if not record:
         return False
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return False
     return (record.get("size") == st.st_size == want.size and record.get("mtime_ns") == st.st_mtime_ns
-            and record.get("sha256") == want.sha256 and record.get("blob_id") == want.blob_id)
+            and record.get("sha256") == (want.digest if want.algo == "sha256" else None)
+            and record.get("blob_id") == (want.digest if want.algo == "git-blob" else None))
 
 
-def _verify(path: Path, want: RemoteFile, followed: Optional[str] = None) -> Tuple[bool, str, str]:
-    """(ok, want, got) by hashing the file, or by the digest a follower took while it was written."""
-    if not path.is_file():
-        return False, want.sha256 or want.blob_id or "a file", "missing"
-    size = path.stat().st_size
-    if size != want.size:
-        return False, f"{want.size} bytes", f"{size} bytes"
-    if want.sha256 and followed == want.sha256:
-        return True, want.sha256, followed
-    if want.sha256:  # no follower digest, or a mismatch: a follower alone never condemns a file
-        got = sha256_file(path)
-        return got == want.sha256, want.sha256, got
-    if want.blob_id:
-        got = git_blob_sha1(path)
-        return got == want.blob_id, want.blob_id, got
-    return True, "-", "-"  # the Hub gave no hash: size only
+def _hash_in_place(path: Path, want: Want) -> bool:
+    if want.algo == "sha256":
+        return sha256_file(path) == want.digest
+    if want.algo == "git-blob":
+        return git_blob_sha1(path) == want.digest
+    return path.stat().st_size == want.size
 
 
-def _discard(local_dir: Path, rel: str) -> None:
-    """Remove a bad file and huggingface_hub's record of it, so the next download fetches it again."""
-    (local_dir / rel).unlink(missing_ok=True)
-    meta = incomplete_dir(local_dir) / f"{rel}.metadata"
-    meta.unlink(missing_ok=True)
+# -- one repo -------------------------------------------------------------------------------------
 
 
-def _fingerprint_record(path: Path, want: RemoteFile) -> Dict[str, Any]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": want.sha256, "blob_id": want.blob_id}
+def _unusable(source: Source, pin: Any, ref: RepoRef) -> Optional[errors.BootstrapError]:
+    if source.needs_pin and pin is None:
+        return errors.NotPinned(
+            f"{ref.repo_id}: {source.label} has no TLS, so it may only serve repos pinned in the weights lock",
+            repo_id=ref.repo_id, url=source.label,
+            remedy="pin the repo with `llama-bootstrap lock --weights` on a trusted network")
+    return None
 
 
-# -- the step ---------------------------------------------------------------------------------
-
-
-def repos_to_pull(plan: Plan) -> List[Tuple[str, str]]:
-    """(repo_id, revision) pairs: the model, and for LoRA variants the base model first."""
-    model = plan.model
-    pairs = [(model.repo_id, model.revision)]
-    if model.kind == "lora" and model.base:
-        pairs.insert(0, (model.base, model.base_revision))
-    return pairs
-
-
-def pull_repo(plan: Plan, repo_id: str, revision: str, *, previous: Optional[Dict[str, Any]],
+def pull_repo(plan: Plan, ref: RepoRef, pin: Any, sources: List[Source], *, previous: Optional[Dict[str, Any]],
               options: PullOptions, log: Callable[[str], None], disk_need_extra: int = 0) -> RepoResult:
-    from huggingface_hub import HfApi, snapshot_download
+    """Bring one repo into place from the first source that can provide it."""
+    folder = ModelFolder(plan.model_dir(ref.repo_id))
+    cached = _cached(folder, ref, pin, previous, options)
+    if cached is not None:
+        log(f"{ref.repo_id}: pinned at {pin.commit[:12]}, every file verified earlier and unchanged")
+        return cached
+    failures: List[Tuple[str, BaseException]] = []
+    for source in sources:
+        refused = _unusable(source, pin, ref)
+        if refused is not None:
+            failures.append((source.label, refused))
+            log(f"source {source.label}: skipped: {refused}")
+            continue
+        try:
+            return _pull_from(plan, ref, pin, source, folder, previous, options, log, disk_need_extra)
+        except errors.DownloadError as exc:
+            failures.append((source.label, exc))
+            log(f"source {source.label} failed for {ref.repo_id}: {exc}")
+    if len(failures) == 1:
+        raise failures[0][1]
+    raise errors.SourcesFailed(ref.repo_id, failures)
 
-    api = HfApi(endpoint=plan.endpoint, token=plan.token)
-    try:
-        remote = with_retries(lambda: remote_repo(api, repo_id, revision), options.retries, options.backoff_s, log)
-    except errors.BootstrapError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translated
-        raise translate(exc, repo_id, plan) from exc
+
+def _cached(folder: ModelFolder, ref: RepoRef, pin: Any, previous: Optional[Dict[str, Any]],
+            options: PullOptions) -> Optional[RepoResult]:
+    """With a pin, a repo whose every locked file was verified and is unchanged needs no network at all."""
+    if pin is None or options.verify or not previous or previous.get("commit") != pin.commit:
+        return None
+    files = previous.get("files") or {}
+    for f in pin.files:
+        want = Want(f.path, f.size, *f.want)
+        if not _record_ok(folder.path(f.path), want, files.get(f.path)):
+            return None
+    kept = {f.path: files[f.path] for f in pin.files}
+    return RepoResult(ref.repo_id, ref.revision, pin.commit, str(folder.root), kept, source="(already in place)",
+                      pinned=True, bytes_total=sum(f.size for f in pin.files))
+
+
+def _pull_from(plan: Plan, ref: RepoRef, pin: Any, source: Source, folder: ModelFolder,
+               previous: Optional[Dict[str, Any]], options: PullOptions, log: Callable[[str], None],
+               disk_need_extra: int) -> RepoResult:
+    remote = source.listing(ref, pin)
+    check_names([f.path for f in remote.files], source=source.label, repo_id=ref.repo_id)
+    if source.kind == "hub" and _COMMIT.match(ref.revision) and remote.commit != ref.revision:
+        raise errors.CommitMismatch(ref.repo_id, want=ref.revision, got=remote.commit, source=source.label)
     chosen, skipped = select_files(remote.files)
-    local_dir = plan.model_dir(repo_id)
-    old_files = (previous or {}).get("files", {}) if (previous or {}).get("commit") == remote.commit else {}
-    done: Dict[str, Dict[str, Any]] = {}
-    todo: List[RemoteFile] = []
-    for f in chosen:
-        record = old_files.get(f.path)
-        if not options.verify and _record_ok(local_dir / f.path, f, record):
-            done[f.path] = record
-        else:
-            todo.append(f)
-    result = RepoResult(repo_id, revision, remote.commit, str(local_dir), done, skipped=skipped,
-                        bytes_total=sum(f.size for f in chosen))
+    wants = _expectations(remote, chosen, pin, source, options)
+    commit = pin.commit if pin is not None else remote.commit
+    if pin is None:
+        log(f"{ref.repo_id}: NOT PINNED: trusting {source.label}'s own hashes at commit {commit[:12]} "
+            "(pin it with `llama-bootstrap lock --weights`)")
+    result = RepoResult(ref.repo_id, ref.revision, commit, str(folder.root), {}, source=source.label,
+                        pinned=pin is not None, skipped=skipped, bytes_total=sum(w.size for w in wants))
+    old = (previous or {}) if (previous or {}).get("commit") == commit else {}
+    old_records = {**(old.get("files") or {}), **(old.get("size_only") or {})}
+    todo = _settle_present(folder, wants, old_records, result, options, log)
     if not todo:
         return result
-    # Disk: refuse before downloading when what is missing (plus the margin) will not fit.
-    missing = [f for f in todo if not (local_dir / f.path).is_file() or (local_dir / f.path).stat().st_size != f.size]
-    need = sum(f.size for f in missing) + disk_need_extra + int(plan.manifest.requirements.disk_margin_gb * GB)
-    where, free = disk_free(local_dir)
-    if missing and free < need:
+    _ensure_folder(folder)
+    _check_disk(plan, folder, todo, options, log, disk_need_extra, ref.repo_id)
+    urls = source.file_urls(ref, remote, [w.name for w in todo])
+    fetch_options = FetchOptions(per_file=options.connections, total=options.connections_total,
+                                 retries=options.retries, backoff_s=options.backoff_s)
+    log(f"downloading {len(todo)} file(s) of {ref.repo_id}@{commit[:12]} from {source.label} "
+        f"({_size(sum(w.size for w in todo))})")
+    for attempt in (1, 2):
+        jobs = [FileJob(w.name, w.size, w.algo, w.digest, _target(folder, w.name), folder.partial_dir, url,
+                        commit if source.kind == "hub" else None) for w, url in zip(todo, urls)]
+        outcomes = _fetch(source, ref, jobs, fetch_options, log)
+        by_name = {w.name: w for w in todo}
+        bad = []
+        for o in outcomes:
+            result.bytes_fetched += o.fetched
+            if o.ok:
+                _record(result, by_name[o.name], folder)
+                result.downloaded.append(o.name)
+            else:
+                bad.append(o)
+                log(f"{o.name}: verification failed (want: {by_name[o.name].digest}, got: {o.got}); removed")
+        if not bad:
+            result.downloaded.sort()
+            return result
+        if attempt == 1:
+            log(f"{len(bad)} file(s) failed verification; downloading them again from {source.label}")
+            names = {o.name for o in bad}
+            pairs = [(w, u) for w, u in zip(todo, urls) if w.name in names]
+            todo, urls = [p[0] for p in pairs], [p[1] for p in pairs]
+    first = bad[0]
+    raise errors.IntegrityError(first.name, want=by_name[first.name].digest or "-", got=first.got or "-",
+                                repo_id=ref.repo_id)
+
+
+def _fetch(source: Source, ref: RepoRef, jobs: List[FileJob], options: FetchOptions,
+           log: Callable[[str], None]) -> List[Any]:
+    try:
+        return source.fetch(ref, jobs, options, log)
+    except OSError as exc:
+        if isinstance(exc, errors.BootstrapError):
+            raise
+        raise _os_error(exc, jobs[0].partial_dir) from exc
+
+
+def _target(folder: ModelFolder, name: str) -> Path:
+    try:
+        return folder.make_parents(name)
+    except OSError as exc:
+        raise _os_error(exc, folder.root) from exc
+
+
+def _record(result: RepoResult, want: Want, folder: ModelFolder) -> None:
+    record = want.record(folder.path(want.name))
+    if want.algo is None:
+        result.size_only[want.name] = record
+    else:
+        result.files[want.name] = record
+        result.hashed.append(want.name)
+
+
+def _settle_present(folder: ModelFolder, wants: List[Want], old: Dict[str, Dict[str, Any]], result: RepoResult,
+                    options: PullOptions, log: Callable[[str], None]) -> List[Want]:
+    """Keep files recorded as verified and unchanged; hash files found in place without a record (in
+    parallel); remove the ones that do not match. Returns what is left to fetch."""
+    todo, check = [], []
+    for w in wants:
+        path = folder.path(w.name)
+        if not options.verify and _record_ok(path, w, old.get(w.name)):
+            (result.size_only if w.algo is None else result.files)[w.name] = old[w.name]
+        elif path.is_file() and not path.is_symlink() and path.stat().st_size == w.size:
+            check.append(w)
+        else:
+            todo.append(w)
+    if check:
+        workers = max(1, min(len(check), os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            verdicts = list(pool.map(lambda w: _hash_in_place(folder.path(w.name), w), check))
+        for w, ok in zip(check, verdicts):
+            if ok:
+                _record(result, w, folder)
+            else:
+                log(f"{w.name}: in place but does not match; removing it and downloading it again")
+                folder.remove(w.name)
+                todo.append(w)
+    return todo
+
+
+def _ensure_folder(folder: ModelFolder) -> None:
+    try:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        folder.partial_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, folder.root) from exc
+
+
+def _check_disk(plan: Plan, folder: ModelFolder, todo: List[Want], options: PullOptions, log: Callable[[str], None],
+                extra: int, repo_id: str) -> None:
+    """Refuse before downloading when what is missing (plus the margin) will not fit. A partial download
+    that can be resumed counts for what it holds; one that cannot (another version) is removed, and said."""
+    need = extra + int(plan.manifest.requirements.disk_margin_gb * GB)
+    for w in todo:
+        job = FileJob(w.name, w.size, w.algo, w.digest, folder.path(w.name), folder.partial_dir)
+        if _stale(job):
+            log(f"{w.name}: removing a partial download that cannot be resumed (another version, or its record "
+                "is missing)")
+            remove_partial(job)
+        held = resumable_bytes(job)
+        if held:
+            log(f"{w.name}: resuming a partial download ({_size(held)} of {_size(w.size)} already here)")
+        need += w.size - held
+    where, free = disk_free(folder.root)
+    if free < need:
         raise errors.DiskSpaceError(
             f"not enough disk for {repo_id}: need {_size(need)} (incl. "
             f"{plan.manifest.requirements.disk_margin_gb:g} GB margin), {_size(free)} free at {where}",
             path=str(where), need=need, free=free,
-            remedy="free space there, or set weights.dir in the manifest to a bigger disk",
-        )
-    local_dir.mkdir(parents=True, exist_ok=True)
-
-    def download(files: List[RemoteFile]) -> Dict[str, str]:
-        """Download ``files``; LFS files are hashed while they arrive. Returns the followers' digests."""
-        names = [f.path for f in files]
-        log(f"downloading {len(names)} file(s) of {repo_id}@{remote.commit[:12]} from {plan.endpoint}")
-        finished = threading.Event()
-        followers = [HashFollower(local_dir, f.path, f.sha256, f.size, finished) for f in files if f.sha256]
-        for follower in followers:
-            follower.start()
-        try:
-            in_background(lambda: with_retries(lambda: snapshot_download(
-                repo_id, revision=remote.commit, local_dir=str(local_dir), allow_patterns=names,
-                endpoint=plan.endpoint, token=plan.token, max_workers=options.max_workers,
-            ), options.retries, options.backoff_s, log))
-        finally:
-            finished.set()
-        for follower in followers:  # on Ctrl-C they are abandoned (daemon threads), not awaited
-            follower.join()
-        return {f.rel_path: f.digest for f in followers if f.digest}
-
-    followed: Dict[str, str] = {}
-    for attempt in (1, 2):
-        try:
-            if missing or attempt == 2:
-                followed = download(todo)
-        except errors.BootstrapError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - translated
-            raise translate(exc, repo_id, plan) from exc
-        result.downloaded = sorted(set(result.downloaded) | {f.path for f in missing})
-        bad = _verify_all(local_dir, todo, followed, result, done, log)
-        if not bad:
-            return result
-        for f, _, _ in bad:
-            _discard(local_dir, f.path)
-        if attempt == 1:
-            log(f"{len(bad)} file(s) failed verification; downloading them again")
-            todo = [f for f, _, _ in bad]
-            missing = todo
-    f, want, got = bad[0]
-    raise errors.IntegrityError(f.path, want=want, got=got, repo_id=repo_id)
+            remedy="free space there, or set weights.dir in the manifest to a bigger disk")
 
 
-def _verify_all(local_dir: Path, files: List[RemoteFile], followed: Dict[str, str], result: RepoResult,
-                done: Dict[str, Dict[str, Any]], log: Callable[[str], None]) -> List[Tuple[RemoteFile, str, str]]:
-    """Verify ``files`` (followers' digests, else hashing in parallel: hashlib releases the GIL);
-    record the good, return the bad."""
-    workers = max(1, min(len(files), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = list(pool.map(lambda f: (f, _verify(local_dir / f.path, f, followed.get(f.path))), files))
-    bad = []
-    for f, (ok, want, got) in checked:
-        if ok:
-            done[f.path] = _fingerprint_record(local_dir / f.path, f)
-            result.hashed.append(f.path)
-        else:
-            log(f"{f.path}: verification failed (want: {want}, got: {got})")
-            bad.append((f, want, got))
-    return bad
+def _os_error(exc: OSError, path: Path) -> errors.BootstrapError:
+    if exc.errno == errno.ENOSPC:
+        return errors.DiskSpaceError(f"disk full at {path}", path=str(path),
+                                     remedy="free space (or set weights.dir to a bigger disk) and run again: the "
+                                     "download resumes")
+    what = {errno.EROFS: "is on a read-only filesystem", errno.EACCES: "is not writable (permission denied)",
+            errno.EPERM: "is not writable (operation not permitted)", errno.ENOTDIR: "has a file where a folder "
+            "should be", errno.EEXIST: "has a file in the way"}.get(exc.errno or 0, f"cannot be written ({exc.strerror})")
+    return errors.StepFailed(f"weights.dir: {exc.filename or path} {what}",
+                             remedy="set weights.dir in the manifest to a writable folder, or fix its permissions")
+
+
+# -- the step -------------------------------------------------------------------------------------
 
 
 def pull(plan: Plan, previous: Optional[Dict[str, Any]], options: PullOptions,
          log: Callable[[str], None]) -> Dict[str, Any]:
     """Pull every repo the model needs. ``previous`` is the last pull result (from the state file)."""
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-    (enable_progress_bars if options.progress else disable_progress_bars)()
-    before = {r["repo_id"]: r for r in (previous or {}).get("repos", [])}
+    lock = load_lock(plan)
+    require = options.require_lock or plan.require_lock
+    before = {r["repo_id"]: r for r in (previous or {}).get("repos", []) if isinstance(r, dict)}
+    sources = [open_source(spec, plan.token, retries=options.retries, backoff_s=options.backoff_s)
+               for spec in plan.sources]
     repos = []
-    for repo_id, revision in repos_to_pull(plan):
-        prior = before.get(repo_id)
-        repos.append(asdict(pull_repo(plan, repo_id, revision, previous=prior, options=options, log=log)))
-    return {"endpoint": plan.endpoint, "repos": repos}
+    try:
+        for ref in plan.repo_refs():
+            pin = lock.pin(ref.repo_id, ref.revision, plan.model_key) if lock else None
+            if pin is None and require:
+                raise errors.NotPinned(
+                    f"{ref.repo_id}@{ref.revision} is not pinned in {plan.weights_lock_path} and pinning is required",
+                    repo_id=ref.repo_id,
+                    remedy="run `llama-bootstrap lock --weights` on a trusted network and commit the lock "
+                    "(or drop --require-lock / weights.require_lock)")
+            result = pull_repo(plan, ref, pin, sources, previous=before.get(ref.repo_id), options=options, log=log)
+            repos.append(asdict(result))
+    finally:
+        for source in sources:
+            source.close()
+    return {"endpoint": plan.endpoint, "sources": [str(s) for s in plan.sources],
+            "pinned": all(r["pinned"] for r in repos), "repos": repos}
 
 
 def unchanged_since(result: Dict[str, Any]) -> bool:
     """Are all files of a recorded pull still there, unchanged (size and mtime)? No network, no hashing."""
-    for repo in result.get("repos", []):
-        local_dir = Path(repo["local_dir"])
-        for rel, rec in repo["files"].items():
-            try:
-                st = (local_dir / rel).stat()
-            except FileNotFoundError:
-                return False
-            if st.st_size != rec.get("size") or st.st_mtime_ns != rec.get("mtime_ns"):
-                return False
-    return bool(result.get("repos"))
+    try:
+        for repo in result.get("repos", []):
+            local_dir = Path(repo["local_dir"])
+            for rel, rec in {**repo["files"], **(repo.get("size_only") or {})}.items():
+                try:
+                    st = (local_dir / rel).stat()
+                except OSError:
+                    return False
+                if st.st_size != rec.get("size") or st.st_mtime_ns != rec.get("mtime_ns"):
+                    return False
+        return bool(result.get("repos"))
+    except (AttributeError, KeyError, TypeError):  # a state file of another shape: not unchanged
+        return False

@@ -130,10 +130,19 @@ def section(cls: Type[Section], *, required: bool = False) -> Any:
     return dataclasses.field(default_factory=cls, metadata={"section": cls, "required": False})
 
 
-def mapping(cls: Type[Section], *, key_pattern: str, key_hint: str, description: str = "") -> Any:
-    """A required mapping of at least one ``name: section`` entry; names must match ``key_pattern``."""
+def mapping(cls: Type[Section], *, key_pattern: str, key_hint: str, description: str = "",
+            min_entries: int = 1) -> Any:
+    """A required mapping of at least ``min_entries`` ``name: section`` entries; names must match ``key_pattern``."""
     return dataclasses.field(default_factory=dict, metadata={
         "mapping": cls, "required": True, "key_pattern": key_pattern, "key_hint": key_hint,
+        "description": description, "min_entries": min_entries})
+
+
+def sequence(cls: Type[Section], *, required: bool = False, min_items: int = 0, max_items: int = 1000,
+             description: str = "") -> Any:
+    """A list of ``cls`` entries (a tuple once built); left out, an optional one is empty."""
+    return dataclasses.field(default=(), metadata={
+        "sequence": cls, "required": required, "min_items": min_items, "max_items": max_items,
         "description": description})
 
 
@@ -178,6 +187,8 @@ def _build(cls: Type[S], data: Any, loc: Loc, problems: List[Problem]) -> Option
             values[name] = _build(f.metadata["section"], raw, where, problems)
         elif "mapping" in f.metadata:
             values[name] = _build_mapping(f.metadata, raw, where, problems)
+        elif "sequence" in f.metadata:
+            values[name] = _build_sequence(f.metadata, raw, where, problems)
         else:
             try:
                 values[name] = f.metadata["rule"].apply(raw)
@@ -195,7 +206,7 @@ def _build_mapping(meta: Any, data: Any, loc: Loc, problems: List[Problem]) -> D
     if not isinstance(data, dict):
         problems.append(Problem(loc, f"must be a mapping of names to entries (got {_kind(data)})"))
         return {}
-    if not data:
+    if len(data) < meta.get("min_entries", 1):
         problems.append(Problem(loc, "must have at least one entry"))
     out: Dict[str, Any] = {}
     for key, item in data.items():
@@ -204,6 +215,18 @@ def _build_mapping(meta: Any, data: Any, loc: Loc, problems: List[Problem]) -> D
             continue
         out[key] = _build(meta["mapping"], item, loc + (key,), problems)
     return out
+
+
+def _build_sequence(meta: Any, data: Any, loc: Loc, problems: List[Problem]) -> Tuple[Any, ...]:
+    if not isinstance(data, list):
+        problems.append(Problem(loc, f"must be a list of entries (got {_kind(data)})"))
+        return ()
+    if len(data) < meta["min_items"]:
+        problems.append(Problem(loc, f"must have at least {meta['min_items']} entr{'y' if meta['min_items'] == 1 else 'ies'}"))
+    if len(data) > meta["max_items"]:
+        problems.append(Problem(loc, f"must have at most {meta['max_items']} entries (got {len(data)})"))
+        return ()
+    return tuple(_build(meta["sequence"], item, loc + (str(i),), problems) for i, item in enumerate(data))
 
 
 def json_schema(cls: Type[Section]) -> Dict[str, Any]:
@@ -225,9 +248,19 @@ def _object_schema(cls: Type[Section], defs: Dict[str, Any]) -> Dict[str, Any]:
                 prop["default"] = meta["section"]().as_dict()
         elif "mapping" in meta:
             prop = {"type": "object", "additionalProperties": {"$ref": _ref(meta["mapping"], defs)},
-                    "propertyNames": {"pattern": meta["key_pattern"]}, "minProperties": 1}
+                    "propertyNames": {"pattern": meta["key_pattern"]}}
+            if meta["min_entries"]:
+                prop["minProperties"] = meta["min_entries"]
             if meta["description"]:
                 prop["description"] = meta["description"]
+        elif "sequence" in meta:
+            prop = {"type": "array", "items": {"$ref": _ref(meta["sequence"], defs)}, "maxItems": meta["max_items"]}
+            if meta["min_items"]:
+                prop["minItems"] = meta["min_items"]
+            if meta["description"]:
+                prop["description"] = meta["description"]
+            if not meta["required"]:
+                prop["default"] = []
         else:
             rule: Rule = meta["rule"]
             prop = rule.schema()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 TRUTHY = ("1", "true", "yes", "on")
 
@@ -37,6 +37,8 @@ class Settings:
     hf_token: Optional[str] = field(default=None, repr=False)  # HF_TOKEN (or HUGGING_FACE_HUB_TOKEN)
     conda_env: Optional[str] = None  # CONDA_DEFAULT_ENV, set by `conda activate` / `conda run`
     conda_prefix: Optional[str] = None  # CONDA_PREFIX
+    sources: Optional[Tuple[str, ...]] = None  # LLAMA_BOOTSTRAP_SOURCES: "hub;dir=/mnt/usb" (tried in order)
+    require_lock: bool = False  # LLAMA_BOOTSTRAP_REQUIRE_LOCK
 
 
 def from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -53,4 +55,12 @@ def from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
         hf_token=_text(env, "HF_TOKEN") or _text(env, "HUGGING_FACE_HUB_TOKEN"),
         conda_env=_text(env, "CONDA_DEFAULT_ENV"),
         conda_prefix=_text(env, "CONDA_PREFIX"),
+        sources=_list(env, "LLAMA_BOOTSTRAP_SOURCES"),
+        require_lock=_flag(env, "LLAMA_BOOTSTRAP_REQUIRE_LOCK"),
     )
+
+
+def _list(environ: Mapping[str, str], name: str) -> Optional[Tuple[str, ...]]:
+    """``a;b;c`` (``;`` because Windows paths hold ``:`` and user names hold spaces and commas)."""
+    items = tuple(part.strip() for part in environ.get(name, "").split(";") if part.strip())
+    return items or None

@@ -52,3 +52,44 @@ def check_source_url(url: str) -> str:
     if parts.scheme in ("http", "git") and parts.hostname and is_loopback_host(parts.hostname):
         return url
     raise ValueError(f"{redact(url)!r}: use https://, ssh://, file:// or a local path (plain http only on loopback)")
+
+
+def check_mirror_url(url: str) -> str:
+    """A weights source's base URL: https, or plain http (a LAN mirror or ``share``).
+
+    Plain http is accepted here because a pinned repo is verified byte for byte against the weights
+    lock whatever the transport; ``pull`` refuses a plain-http source for a repo that is not pinned
+    and never sends it a token.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{redact(url)!r} is not an http(s) URL; use https://HOST (or http://HOST:PORT on a LAN)")
+    if parts.username or parts.password:
+        raise ValueError("source URLs must not carry credentials; set HF_TOKEN instead")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{redact(url)!r}: a base URL has no query or fragment")
+    return url.rstrip("/")
+
+
+def origin(url: str) -> tuple:
+    """(scheme, host, port) with the default port filled in: what "the same origin" compares."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: no origin matches it
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or {"https": 443, "http": 80}.get(scheme, 0)
+
+
+def shown_host(url: str) -> str:
+    """A URL reduced to what may be printed about a hop: scheme://host[:port]/path, no credentials, no query."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

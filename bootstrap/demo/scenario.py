@@ -8,7 +8,9 @@ against them, then runs it a second time to show the no-op re-run.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import yaml
 DEMO_REPO_ID = "FlagAlpha/Llama2-Chinese-tiny-demo"
 DEMO_MODEL_KEY = "llama2-chinese-tiny-demo"
 DEFAULT_WORKDIR = "llama-bootstrap-demo"
-RUN_PARTS = ("models", "Llama2-Chinese", ".llama-bootstrap")
+RUN_PARTS = ("models", "Llama2-Chinese", ".llama-bootstrap", "weights.lock.yaml")
 
 
 @dataclass
@@ -36,9 +38,18 @@ class DemoResult:
                 "first_run": self.first.to_json(), "second_run": self.second.to_json()}
 
 
-def demo_manifest(endpoint: str, source_url: str, source_ref: str) -> Dict[str, Any]:
-    """A manifest for the demo: the same schema as the real one, pointing at local stand-ins."""
+def demo_manifest(endpoint: str, source_url: str, source_ref: str, *,
+                  dead_endpoint: Optional[str] = None) -> Dict[str, Any]:
+    """A manifest for the demo: the same schema as the real one, pointing at local stand-ins.
+
+    With ``dead_endpoint`` the profile lists it as the first weights source (nothing listens there), so
+    the run shows the fallback to the next source.
+    """
     from bootstrap.manifest import CHAT_TEMPLATE, DEFAULT_PROMPT
+
+    profile: Dict[str, Any] = {"hf_endpoint": endpoint, "description": "the demo's Hub on 127.0.0.1"}
+    if dead_endpoint:
+        profile["sources"] = [{"kind": "hub", "endpoint": dead_endpoint}, {"kind": "hub"}]
 
     return {
         "version": 1,
@@ -52,9 +63,17 @@ def demo_manifest(endpoint: str, source_url: str, source_ref: str) -> Dict[str, 
             "repo_id": DEMO_REPO_ID, "revision": "main", "size_gb": 0.001, "min_vram_gb": 0, "params_b": 0.0002,
             "description": "tiny Llama-architecture chat model built by the demo (not a real Llama2-Chinese)",
         }},
-        "profiles": {"demo": {"hf_endpoint": endpoint, "description": "the demo's Hub on 127.0.0.1"}},
+        "profiles": {"demo": profile},
         "smoke": {"prompt": DEFAULT_PROMPT, "template": CHAT_TEMPLATE, "max_new_tokens": 24, "precision": "auto"},
     }
+
+
+def _dead_endpoint() -> str:
+    """A loopback URL where nothing listens (a port that was free a moment ago)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def prepare(workdir: Path, *, echo: Callable[[str], None]) -> Dict[str, Any]:
@@ -78,25 +97,31 @@ def run_demo(workdir: Path, *, fresh: bool = False, echo: Callable[[str], None] 
     from bootstrap.pipeline import RunOptions, run
     from bootstrap.plan import Overrides, build_plan
     from bootstrap.settings import Settings
+    from bootstrap.weightspin import lock_weights
 
     workdir = workdir.resolve()
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
     # Each demo shows the whole pipeline: only the built inputs (cache/, upstream/) are reused.
     for name in RUN_PARTS:
-        if (workdir / name).exists():
+        if (workdir / name).is_dir() and not (workdir / name).is_symlink():
             shutil.rmtree(workdir / name)
+        elif os.path.lexists(workdir / name):
+            os.unlink(workdir / name)
     workdir.mkdir(parents=True, exist_ok=True)
     parts = prepare(workdir, echo=echo)
     with LocalHub() as hub:
         hub.add_repo(DEMO_REPO_ID, parts["model_dir"])
         manifest_path = workdir / "manifest.yaml"
-        doc = demo_manifest(hub.url, str(parts["upstream"]), parts["sha"])
+        doc = demo_manifest(hub.url, str(parts["upstream"]), parts["sha"], dead_endpoint=_dead_endpoint())
         manifest_path.write_text("# Written by `llama-bootstrap demo`: local stand-ins for the Hub and GitHub.\n"
                                  + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
         # The demo's own endpoint and no token: the user's HF_ENDPOINT/HF_TOKEN do not apply here.
         plan = build_plan(Overrides(manifest=manifest_path), settings or Settings())
         echo(f"demo: Hub stand-in at {hub.url}; manifest {manifest_path}")
+        lock_weights([(DEMO_MODEL_KEY, plan)], update=True, log=echo)
+        echo(f"demo: pinned the weights in {plan.weights_lock_path}; the first source of the profile is dead on "
+             "purpose (the run falls back to the second)")
         first = run(plan, RunOptions(), echo=echo)
         echo("demo: running again; nothing changed, so nothing should be done")
         second = run(plan, RunOptions(), echo=echo)

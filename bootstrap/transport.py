@@ -1,0 +1,149 @@
+"""HTTP for weights sources: every hop of every request is checked like an endpoint, and the token
+goes only where it belongs.
+
+A :class:`Transport` is made for one configured base URL (a Hub, a mirror, ModelScope, a ``share``).
+Redirects are followed here, one hop at a time, never by ``requests`` itself, so that each hop is
+checked before anything is sent to it:
+
+* a hop is https, or plain http only when the configured base is itself plain http and the hop stays
+  on the base's own origin (a LAN mirror, pinned repos only) or, for a loopback base, on loopback;
+* the ``Authorization`` header is sent only to the base's own origin (scheme, host and port), and
+  over plain http only to a loopback base (a server on this machine that the user configured);
+* cookies, ``.netrc`` credentials and ``requests``' own redirect handling are off.
+
+A refused hop is :class:`~bootstrap.errors.RedirectRefused` naming the hop without credentials or
+query. Proxies (``HTTPS_PROXY`` …) and CA bundles (``REQUESTS_CA_BUNDLE``) from the environment apply.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Mapping, Optional, Tuple
+from urllib.parse import urljoin, urlsplit
+
+from bootstrap import __version__, errors
+from bootstrap.urls import is_loopback_host, origin, shown_host
+
+MAX_REDIRECTS = 8
+CONNECT_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 60.0  # a stalled connection (no byte for this long) fails and is retried
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _no_auth(request: Any) -> Any:
+    """A session-level auth hook that adds nothing: it also stops ``requests`` reading ``~/.netrc``."""
+    return request
+
+
+class Transport:
+    """Requests to one source, with the redirect and token policy of the module docstring."""
+
+    def __init__(self, base_url: str, token: Optional[str] = None, *, label: Optional[str] = None,
+                 timeout: Tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) -> None:
+        parts = urlsplit(base_url)
+        self.base_url = base_url.rstrip("/")
+        self.base_origin = origin(base_url)
+        self.base_plain = parts.scheme == "http"
+        self.base_loopback = is_loopback_host(parts.hostname or "")
+        self.label = label or shown_host(base_url)
+        self.timeout = timeout
+        # The token is kept only when the base can receive it at all.
+        self._token = token if token and (not self.base_plain or self.base_loopback) else None
+        self._local = threading.local()
+
+    # -- policy ----------------------------------------------------------------------------
+    def refusal(self, url: str) -> Optional[str]:
+        """Why ``url`` may not be requested, or None when it may."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if not parts.hostname:
+            return "not an absolute http(s) URL"
+        if scheme == "https":
+            return None
+        if scheme != "http":
+            return f"scheme {scheme or '(none)'} is not allowed (https only)"
+        if not self.base_plain:
+            return "plain http after an https source (a downgrade)"
+        if self.base_loopback:
+            return None if is_loopback_host(parts.hostname) else "plain http away from this machine"
+        if origin(url) != self.base_origin:
+            return "plain http to another host than the configured LAN source"
+        return None
+
+    def sends_token_to(self, url: str) -> bool:
+        return bool(self._token) and origin(url) == self.base_origin and \
+            (urlsplit(url).scheme.lower() == "https" or self.base_loopback)
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
+    # -- requests --------------------------------------------------------------------------
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from http.cookiejar import DefaultCookiePolicy
+
+            session = requests.Session()
+            session.auth = _no_auth
+            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            session.headers["User-Agent"] = f"llama-bootstrap/{__version__}"
+            session.headers["Accept-Encoding"] = "identity"  # sizes and hashes are of the bytes as stored
+            session.max_redirects = 0
+            self._local.session = session
+        return session
+
+    def request(self, method: str, url: str, *, headers: Optional[Mapping[str, str]] = None,
+                stream: bool = False) -> Any:
+        """``requests.Response`` of the last hop (``response.url`` is where it came from).
+
+        Network failures raise ``requests`` exceptions (the caller classifies them); a refused hop
+        raises RedirectRefused before anything is sent to it.
+        """
+        session = self._session()
+        for _ in range(MAX_REDIRECTS + 1):
+            why = self.refusal(url)
+            if why:
+                raise errors.RedirectRefused(shown_host(url), why, source=self.label)
+            sent: Dict[str, str] = dict(headers or {})
+            if self.sends_token_to(url):
+                sent["Authorization"] = f"Bearer {self._token}"
+            response = session.request(method, url, headers=sent, stream=stream, allow_redirects=False,
+                                       timeout=self.timeout)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or location is None:
+                return response
+            response.close()
+            url = urljoin(url, location.strip())
+            if response.status_code == 303 and method != "HEAD":
+                method = "GET"
+        raise errors.RedirectRefused(shown_host(url), f"more than {MAX_REDIRECTS} redirects", source=self.label)
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+
+def network_errors() -> Tuple[type, ...]:
+    """Exceptions that mean "the network failed" (retry, or try the next source)."""
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+            ConnectionError, TimeoutError)
+
+
+def connect_failed(exc: BaseException) -> bool:
+    """The host could not be reached at all (as opposed to a transfer that started and was cut)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError) or not exc.args:
+        return False
+    reason = getattr(exc.args[0], "reason", exc.args[0])  # urllib3's MaxRetryError carries the cause
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
