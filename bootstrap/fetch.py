@@ -395,7 +395,7 @@ class Downloader:
                         p.written = 0
                 self._stream_whole(f, response)
             else:
-                raise _http_error(response, job, self.transport.label)
+                raise _http_error(response, job, self.transport)
         finally:
             response.close()
 
@@ -552,15 +552,16 @@ class _HttpStatus(Exception):
         self.status = status
 
 
-def _http_error(response: Any, job: FileJob, label: str) -> BaseException:
-    status = response.status_code
+def _http_error(response: Any, job: FileJob, transport: Any) -> BaseException:
+    status, label = response.status_code, transport.label
     if status in RETRY_STATUS:
         return _HttpStatus(status, f"HTTP {status}")
     if status in (401, 403):
-        return errors.GatedRepoError(f"{job.name}: {label} refused the download (HTTP {status})", filename=job.name,
+        refused = " (the token that is set was refused)" if transport.has_token else ""
+        return errors.GatedRepoError(f"{job.name} needs authorisation at {label} (HTTP {status})", filename=job.name,
                                      url=label, remedy="accept the license on the model page, create a read token "
-                                     "and export HF_TOKEN=<token> (a token is sent only to the configured endpoint "
-                                     "over https)")
+                                     f"and export HF_TOKEN=<token>{refused}; a token is sent only to the configured "
+                                     "endpoint (over https, or plain http on this machine)")
     if status == 404:
         return errors.NotFoundError(f"{job.name}: not found at {label} (HTTP 404)", filename=job.name, url=label,
                                     remedy="the source does not have this file at this commit")
@@ -584,9 +585,17 @@ def _final(exc: Optional[BaseException], job: FileJob, label: str) -> BaseExcept
         return errors.DiskSpaceError(f"disk full while downloading {job.name}", path=str(job.partial_dir),
                                      remedy="free space (or set weights.dir to a bigger disk) and run again: the "
                                      "download resumes where it stopped")
-    if isinstance(exc, OSError) and not _retryable(exc):
+    if isinstance(exc, OSError) and exc.errno is not None and not _retryable(exc):
         return errors.DownloadError(f"{job.name}: cannot write {job.partial_dir}: {exc.strerror}",
                                     filename=job.name, remedy=f"check that {job.partial_dir} is writable")
+    from bootstrap.transport import network_errors
+
+    if exc is not None and isinstance(exc, network_errors() + (_Retry,)):
+        return errors.DownloadError(
+            f"the connection to {label} dropped while downloading {job.name} ({_describe(exc)}), more often than "
+            "the retries allow", filename=job.name, url=label,
+            remedy="run the same command again: the download resumes where it stopped; if it keeps dropping, try "
+            "another source (--source, --profile cn)")
     return errors.DownloadError(
         f"the download of {job.name} from {label} kept failing ({_describe(exc) if exc else 'unknown'})",
         filename=job.name, url=label,

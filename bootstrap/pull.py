@@ -403,7 +403,8 @@ def _os_error(exc: OSError, path: Path) -> errors.BootstrapError:
                                      "download resumes")
     what = {errno.EROFS: "is on a read-only filesystem", errno.EACCES: "is not writable (permission denied)",
             errno.EPERM: "is not writable (operation not permitted)", errno.ENOTDIR: "has a file where a folder "
-            "should be", errno.EEXIST: "has a file in the way"}.get(exc.errno or 0, f"cannot be written ({exc.strerror})")
+            "should be", errno.EEXIST: "has a file in the way"}.get(exc.errno or 0,
+                                                                    f"cannot be written ({exc.strerror})")
     return errors.StepFailed(f"weights.dir: {exc.filename or path} {what}",
                              remedy="set weights.dir in the manifest to a writable folder, or fix its permissions")
 

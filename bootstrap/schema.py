@@ -222,7 +222,8 @@ def _build_sequence(meta: Any, data: Any, loc: Loc, problems: List[Problem]) -> 
         problems.append(Problem(loc, f"must be a list of entries (got {_kind(data)})"))
         return ()
     if len(data) < meta["min_items"]:
-        problems.append(Problem(loc, f"must have at least {meta['min_items']} entr{'y' if meta['min_items'] == 1 else 'ies'}"))
+        plural = "entry" if meta["min_items"] == 1 else "entries"
+        problems.append(Problem(loc, f"must have at least {meta['min_items']} {plural}"))
     if len(data) > meta["max_items"]:
         problems.append(Problem(loc, f"must have at most {meta['max_items']} entries (got {len(data)})"))
         return ()

@@ -56,12 +56,12 @@ class Transport:
         """Why ``url`` may not be requested, or None when it may."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
+        if scheme not in ("https", "http"):
+            return f"scheme {scheme or '(none)'} is not allowed (https only)"
         if not parts.hostname:
             return "not an absolute http(s) URL"
         if scheme == "https":
             return None
-        if scheme != "http":
-            return f"scheme {scheme or '(none)'} is not allowed (https only)"
         if not self.base_plain:
             return "plain http after an https source (a downgrade)"
         if self.base_loopback:
@@ -82,15 +82,15 @@ class Transport:
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)
         if session is None:
-            import requests
             from http.cookiejar import DefaultCookiePolicy
+
+            import requests
 
             session = requests.Session()
             session.auth = _no_auth
             session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             session.headers["User-Agent"] = f"llama-bootstrap/{__version__}"
             session.headers["Accept-Encoding"] = "identity"  # sizes and hashes are of the bytes as stored
-            session.max_redirects = 0
             self._local.session = session
         return session
 

@@ -72,7 +72,8 @@ class LockedRepo(Section):
         seen: Dict[str, int] = {}
         for i, f in enumerate(self.files):
             if f.path.casefold() in seen:
-                return [(("files", str(i), "path"), f"{f.path!r} is listed twice (first as entry {seen[f.path.casefold()]})")]
+                first = seen[f.path.casefold()]
+                return [(("files", str(i), "path"), f"{f.path!r} is listed twice (first as entry {first})")]
             seen[f.path.casefold()] = i
         return []
 

@@ -61,10 +61,11 @@ class HubSource(HttpSource):
         code = (response.headers.get("X-Error-Code") or "").strip()
         url = f"{self.label}/{ref.repo_id}"
         if status in (401, 403):
+            refused = " (the token that is set was refused)" if self.transport.has_token else ""
             return errors.GatedRepoError(f"{ref.repo_id} needs authorisation at {self.label} (HTTP {status})",
                                          repo_id=ref.repo_id, url=url,
                                          remedy=f"accept the license on the model page, create a read token and "
-                                         f"export HF_TOKEN=<token>{' (the token that is set was refused)' if self.transport.has_token else ''}")
+                                         f"export HF_TOKEN=<token>{refused}")
         if status == 404 and code == "RevisionNotFound":
             return errors.NotFoundError(f"{ref.repo_id} has no revision {revision!r} at {self.label}",
                                         repo_id=ref.repo_id, url=url, remedy="check the model's revision in the "

@@ -61,8 +61,9 @@ class DirSource(Source):
             except OSError:
                 size = -1
             if size != f.size:
-                raise errors.LockMismatch(f"{ref.repo_id}: {ascii(f.path)} is {'missing' if size < 0 else f'{size} bytes'}"
-                                          f" in {folder} (the lock says {f.size} bytes)", source=self.label,
+                found = "missing" if size < 0 else f"{size} bytes"
+                raise errors.LockMismatch(f"{ref.repo_id}: {ascii(f.path)} is {found} in {folder} (the lock says "
+                                          f"{f.size} bytes)", source=self.label,
                                           repo_id=ref.repo_id, filename=f.path)
             files.append(RemoteFile(f.path, f.size, f.sha256, None if f.sha256 else f.blob_id))
         return RemoteRepo(ref.repo_id, ref.revision, pin.commit, files, self.label)

@@ -1,4 +1,4 @@
-"""pull: the real huggingface_hub download code against LocalHub on 127.0.0.1."""
+"""pull: our fetcher (ranges, resume, one hash pass) against LocalHub on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -82,16 +82,31 @@ def test_changed_file_is_hashed_again_and_replaced(local_hub, served):
 
 
 def test_resume_after_the_server_drops_the_connection(local_hub, served):
+    """A piece cut after 3 MiB is asked again from byte 3 MiB on: resumed, not restarted."""
     folder, manifest = served
-    local_hub.inject("*/model.safetensors", "drop", times=1, after=11 * MiB)
+    local_hub.inject("*/model.safetensors", "drop", times=1, after=3 * MiB)
     plan = plan_for(manifest)
     lines, log = _logs()
     pull(plan, None, FAST, log)
     assert any("retrying" in line for line in lines)
-    ranges = [r.range for r in local_hub.file_requests("GET") if r.path.endswith("model.safetensors")]
-    assert len(ranges) == 2 and ranges[0] is None and ranges[1] and ranges[1].startswith("bytes=")
-    assert ranges[1] != "bytes=0-"  # resumed, not restarted
+    ranges = sorted(r.range for r in local_hub.file_requests("GET") if r.path.endswith("model.safetensors"))
+    assert f"bytes={3 * MiB}-{8 * MiB - 1}" in ranges  # the cut piece, from where it stopped
+    assert ranges.count(f"bytes=0-{8 * MiB - 1}") == 1
     assert sha256(plan.model_dir(DEMO_REPO_ID) / "model.safetensors") == sha256(folder / "model.safetensors")
+
+
+def test_a_big_file_comes_in_pieces_over_several_connections(local_hub, tmp_path):
+    folder = random_model(tmp_path / "m", {"model.safetensors": 40 * MiB})
+    local_hub.add_repo(DEMO_REPO_ID, folder)
+    manifest = write_manifest(tmp_path / "proj", local_hub.url, requirements__disk_margin_gb=0)
+    plan = plan_for(manifest)
+    local_hub.inject("*/model.safetensors", "slow", times=None, rate=40 * MiB)  # slow enough that pieces overlap
+    result = pull(plan, None, PullOptions(retries=1, backoff_s=0.01, connections=4), lambda _: None)
+    ranges = sorted(r.range for r in local_hub.file_requests("GET"))
+    assert ranges == sorted(f"bytes={i * 8 * MiB}-{(i + 1) * 8 * MiB - 1}" for i in range(5))
+    assert local_hub.bytes_sent == 40 * MiB  # every byte once
+    assert sha256(plan.model_dir(DEMO_REPO_ID) / "model.safetensors") == sha256(folder / "model.safetensors")
+    assert result["repos"][0]["files"]["model.safetensors"]["sha256"] == sha256(folder / "model.safetensors")
 
 
 def test_corrupted_bytes_are_detected_and_fetched_again(local_hub, served):
@@ -136,7 +151,7 @@ def test_not_found_repo_and_revision(local_hub, tmp_path):
         pull(plan_for(manifest), None, FAST, lambda _: None)
 
 
-def test_unreachable_endpoint_suggests_the_cn_profile(tmp_path):
+def test_unreachable_endpoint_suggests_another_source(tmp_path):
     manifest = write_manifest(tmp_path / "proj", "http://127.0.0.1:9", "unused", "0" * 40)
     with pytest.raises(errors.EndpointUnreachable) as info:
         pull(plan_for(manifest), None, PullOptions(retries=1, backoff_s=0.01), lambda _: None)
@@ -174,14 +189,24 @@ def test_pull_cli_exit_codes(local_hub, served, tmp_path):
     assert gone.returncode == 1 and "--profile cn" in gone.stderr and "Traceback" not in gone.stderr
 
 
-def test_large_files_are_verified_while_they_download(local_hub, served, monkeypatch):
-    """The follower hashes the .incomplete file as it grows: no second read of the file afterwards."""
+def test_each_downloaded_file_is_hashed_once_while_it_arrives(local_hub, served, monkeypatch):
+    """One pass: the hasher reads what is written as it grows; nothing hashes the file again afterwards."""
     folder, manifest = served
-    local_hub.inject("*/model.safetensors", "slow", times=None, delay=0.002)
+    local_hub.inject("*/model.safetensors", "slow", times=None, rate=20 * MiB)
+    import bootstrap.fetch as fetch_mod
     import bootstrap.pull as pull_mod
-    hashed = []
-    monkeypatch.setattr(pull_mod, "sha256_file", lambda p: hashed.append(p.name) or sha256(p))
+    hashed_after, read = [], {"bytes": 0}
+    monkeypatch.setattr(pull_mod, "sha256_file", lambda p: hashed_after.append(p.name) or sha256(p))
+    real_pread = fetch_mod.os.pread
+
+    def counting_pread(fd, n, offset):
+        data = real_pread(fd, n, offset)
+        read["bytes"] += len(data)
+        return data
+
+    monkeypatch.setattr(fetch_mod.os, "pread", counting_pread)
     result = pull(plan_for(manifest), None, FAST, lambda _: None)
-    assert "model.safetensors" in result["repos"][0]["hashed"]
-    assert "model.safetensors" not in hashed
+    sizes = sum(p.stat().st_size for p in folder.iterdir())
+    assert read["bytes"] == sizes  # every byte of every file read once by its hasher
+    assert hashed_after == []
     assert result["repos"][0]["files"]["model.safetensors"]["sha256"] == sha256(folder / "model.safetensors")

@@ -33,8 +33,8 @@ from tests.pipeline.helpers import write_manifest  # noqa: F401 - re-exported fo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
-#: huggingface_hub writes to ``*.incomplete`` in pieces of this size (constants.DOWNLOAD_CHUNK_SIZE).
-HF_WRITE_CHUNK = 10 * MiB
+#: pull fetches big files in ranges of this size (bootstrap.fetch.PIECE_SIZE).
+PIECE = 8 * MiB
 BIG = "model.safetensors"
 BIG_SIZE = 25 * MiB
 SMALL_FILES = {"config.json": json.dumps({"model_type": "llama", "hidden_size": 64}) + "\n",
@@ -91,7 +91,8 @@ class Project:
 
     @property
     def download_dir(self) -> Path:
-        return self.model_dir / ".cache" / "huggingface" / "download"
+        """Where pull keeps partial downloads (``<key>.incomplete`` + ``<key>.json``)."""
+        return self.model_dir / ".partial"
 
     @property
     def source_dir(self) -> Path:
@@ -117,10 +118,15 @@ class Project:
         return sorted(self.download_dir.glob("*.incomplete")) if self.download_dir.is_dir() else []
 
     def partial_bytes(self) -> int:
-        """Bytes of the big file's ``.incomplete`` (named by its sha256; the small files have their own)."""
-        sha = sha256_of(self.upstream / BIG)
-        found = sorted(self.download_dir.glob(f"*.{sha}.incomplete")) if self.download_dir.is_dir() else []
-        return sum(p.stat().st_size for p in found)
+        """Bytes of the big file that its partial download records as written (what a re-run keeps)."""
+        for meta in sorted(self.download_dir.glob("*.json")) if self.download_dir.is_dir() else []:
+            try:
+                doc = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if doc.get("name") == BIG:
+                return sum(doc.get("written", {}).values())
+        return 0
 
     def big_is_right(self) -> bool:
         path = self.model_dir / BIG
@@ -165,8 +171,7 @@ def leftovers(root: Path) -> List[str]:
 
 
 def unexpected_files(root: Path, expected: Sequence[str]) -> List[str]:
-    """Files under ``root`` that are neither in ``expected`` (relative paths, folders end in /) nor the
-    hub's bookkeeping (``.cache/huggingface/download/*.metadata|*.lock``, ``.gitignore``)."""
+    """Files under ``root`` that are not in ``expected`` (relative paths, folders end in /)."""
     out = []
     for path in root.rglob("*"):
         if not path.is_file():
@@ -174,10 +179,6 @@ def unexpected_files(root: Path, expected: Sequence[str]) -> List[str]:
         rel = path.relative_to(root).as_posix()
         if any(rel == e or (e.endswith("/") and rel.startswith(e)) for e in expected):
             continue
-        if "/.cache/huggingface/" in "/" + rel:
-            tail = rel.split(".cache/huggingface/", 1)[1]
-            if tail == ".gitignore" or (tail.startswith("download/") and tail.endswith((".metadata", ".lock"))):
-                continue
         out.append(rel)
     return sorted(out)
 
