@@ -611,7 +611,7 @@ def copy_local(job: FileJob, source: Path, *, hardlink: bool, cancel: Optional[t
     linked = False
     if hardlink:
         try:
-            os.link(source, job.partial)
+            os.link(source, job.partial, follow_symlinks=True)
             linked = True
         except OSError:
             linked = False

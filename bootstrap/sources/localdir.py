@@ -84,7 +84,7 @@ class DirSource(Source):
         repo_id = ref.repo_id
 
         def one(job: FileJob) -> Outcome:
-            path = self.file_path(repo_id, job.name)
+            path = Path(os.path.realpath(self.file_path(repo_id, job.name)))  # checked to stay in the folder
             same_fs = _device(path) == _device(job.partial_dir)
             return copy_local(job, path, hardlink=same_fs)
 
