@@ -23,6 +23,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -249,6 +250,20 @@ class _HubHandler(BaseHTTPRequestHandler):
                 extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start:end + 1]
         extra["Accept-Ranges"] = "none" if hub.no_ranges else "bytes"
+        if hub.extra_bytes and status == 200:
+            body += b"\0" * hub.extra_bytes  # more than the listing said
+        with hub.lock:
+            hub.active += 1
+            hub.max_active = max(hub.max_active, hub.active)
+        try:
+            self._send_body(method, status, body, extra, drop_after)
+        finally:
+            with hub.lock:
+                hub.active -= 1
+
+    def _send_body(self, method: str, status: int, body: bytes, extra: Dict[str, str],
+                   drop_after: Optional[int]) -> None:
+        hub = self.hub
         if method == "HEAD":
             self._send(status, b"", "application/octet-stream", extra, length=len(body))
         elif drop_after is not None:  # the full length announced, then the connection dies
@@ -270,8 +285,16 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if body:
+            rate = getattr(self.server.owner, "rate", 0.0)  # type: ignore[attr-defined]
+            step = 64 * 1024 if rate else len(body)
+            began = time.monotonic()
             try:
-                self.wfile.write(body)
+                for i in range(0, len(body), step):
+                    if rate:
+                        wait = began + (i + step) / rate - time.monotonic()
+                        if wait > 0:
+                            time.sleep(wait)
+                    self.wfile.write(body[i:i + step])
             except OSError:
                 pass
 
@@ -292,6 +315,10 @@ class HostileHub(_Base):
         self.xet = False
         self.commit_header: Optional[str] = None
         self.drop_after: Dict[str, int] = {}  # file name -> bytes sent before the connection dies (once)
+        self.extra_bytes = 0  # a 200 answer carries this many bytes more than the file has
+        self.rate = 0.0  # bytes per second per response (0: as fast as possible)
+        self.active = 0  # file bodies being sent now
+        self.max_active = 0
         self.gated_token: Optional[str] = None
         self.gate_api = False
 
