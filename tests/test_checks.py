@@ -39,7 +39,8 @@ from helpers_core import (
     torch_cuda,
 )
 
-CHECK_NAMES = ["platform", "python", "conda_env", "gpu", "torch", "vram", "disk", "git", "token", "network"]
+CHECK_NAMES = ["platform", "python", "conda_env", "gpu", "torch", "vram", "memory", "cpu", "disk", "git", "token",
+               "network"]
 RTX_5090 = GpuReport([Gpu(0, "NVIDIA GeForce RTX 5090", 32607, 32120, "570.124.04", "12.0")], "12.8")
 
 
@@ -291,7 +292,7 @@ def test_vram_4gb_card_falls_back_to_cpu(tmp_path: Path, policy: str, want: str)
 def test_vram_without_gpu(tmp_path: Path, policy: str, want: str) -> None:
     c = run(policy_plan(tmp_path, policy), gpu=None)["vram"]
     assert c.status == want and c.data["free_vram_gb"] is None
-    assert "CPU" in c.detail and "28.0 GB" in c.detail  # fp32: 13.5 * 2 + 1
+    assert "CPU" in c.detail and "auto -> fp32 on cpu (~28.5 GB RAM)" in c.detail  # RAM: 13.5 * 2 + 1.5
 
 
 def test_vram_adds_up_gpus_for_the_13b(tmp_path: Path) -> None:
