@@ -188,13 +188,13 @@ def check_vram(plan: Plan, facts: Facts) -> CheckResult:
             "precision": chosen, "device": device, "ram_needed_gb": {"cuda": gpu_ram, "cpu": cpu_ram}}
     cpu_text = " / ".join(f"{p} {n} GB" for p, n in cpu_ram.items())
     if chosen is None:
-        outcome = f"nothing fits, not even on the CPU ({cpu_text} of RAM; see memory)"
+        outcome = f"{requested} -> nothing fits: too little RAM for the CPU too ({cpu_text}; see memory)"
     else:
         ram = gpu_ram if device == "cuda" else round(est.ram_needed_gb(chosen, "cpu"), 1)
         outcome = f"{requested} -> {chosen} on {device} (~{ram} GB RAM)"
     if free is None:
         return CheckResult("vram", _gpu_status(plan),
-                           f"no GPU: {plan.model_key} would run on the CPU, very slowly: {outcome}",
+                           f"no GPU: {plan.model_key} runs on the CPU, very slowly; {outcome}",
                            None if _gpu_status(plan) == OK else "use a machine with an NVIDIA GPU "
                            f"(>= {model.min_vram_gb:g} GB VRAM)", data)
     fits = ", ".join(f"{p} {'fits' if table[p] else 'no'} ({needs[p]} GB)" for p in precision.GPU_ORDER)

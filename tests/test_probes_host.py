@@ -10,14 +10,13 @@ IsProcessorFeaturePresent from tests/fixtures/windows, through the real ctypes s
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import pytest
+from helpers_host import StandInKernel32, machine_root
 
 from bootstrap import probes_host
 from bootstrap.probes_host import (
@@ -32,24 +31,10 @@ from bootstrap.probes_host import (
     windows_cpu,
     windows_memory,
 )
-from helpers_core import CPUINFO_DIR, FIXTURES, MEMINFO_DIR
+from helpers_core import CPUINFO_DIR, MEMINFO_DIR
 
-CGROUP_DIR = FIXTURES / "cgroup"
-WINDOWS_DIR = FIXTURES / "windows"
 KB = 1024
 GIB = 1024**3
-
-
-def machine_root(tmp_path: Path, meminfo: str = "workstation-64g", cgroup: Optional[str] = None,
-                 cpuinfo: str = "ryzen-9-5950x") -> Path:
-    """A folder laid out like a machine's root: a cgroup scenario (or none) + meminfo + cpuinfo."""
-    root = tmp_path / "root"
-    if cgroup:
-        shutil.copytree(CGROUP_DIR / cgroup, root)
-    (root / "proc").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(MEMINFO_DIR / f"{meminfo}.txt", root / "proc" / "meminfo")
-    shutil.copyfile(CPUINFO_DIR / f"{cpuinfo}.txt", root / "proc" / "cpuinfo")
-    return root
 
 
 # -- /proc/meminfo --------------------------------------------------------------------------------
@@ -258,26 +243,6 @@ def test_cpu_features_agree_with_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- Windows, through a stand-in kernel32 ------------------------------------------------------------
-
-
-class StandInKernel32:
-    """Answers like kernel32 would on the machine a fixture describes (kernel32 cannot run here)."""
-
-    def __init__(self, name: str) -> None:
-        self.data: Dict[str, Any] = json.loads((WINDOWS_DIR / f"{name}.json").read_text(encoding="utf-8"))
-        self.asked: list = []
-
-    def GlobalMemoryStatusEx(self, ref: Any) -> int:  # noqa: N802 - the Win32 name
-        status = ref._obj  # what ctypes.byref points at
-        if status.dwLength != 64:  # Windows refuses a structure whose dwLength is not sizeof(MEMORYSTATUSEX)
-            return 0
-        for key, value in self.data["GlobalMemoryStatusEx"].items():
-            setattr(status, key, value)
-        return 1
-
-    def IsProcessorFeaturePresent(self, feature: int) -> int:  # noqa: N802 - the Win32 name
-        self.asked.append(feature)
-        return int(self.data["IsProcessorFeaturePresent"].get(str(feature), 0))
 
 
 def test_memory_status_structure_has_the_windows_layout() -> None:
