@@ -350,19 +350,13 @@ def windows_cpu(kernel32: Any = None, machine: Callable[[], str] = platform.mach
 # -- dispatch -----------------------------------------------------------------------------------
 
 
+def _on_this_os(linux: Callable[[], Any], windows: Callable[[], Any]) -> Any:
+    return {"Linux": linux, "Windows": windows}.get(platform.system(), lambda: None)()
+
+
 def host_memory() -> Optional[MemoryInfo]:
-    system = platform.system()
-    if system == "Linux":
-        return linux_memory()
-    if system == "Windows":
-        return windows_memory()
-    return None
+    return _on_this_os(linux_memory, windows_memory)
 
 
 def host_cpu() -> Optional[CpuInfo]:
-    system = platform.system()
-    if system == "Linux":
-        return linux_cpu()
-    if system == "Windows":
-        return windows_cpu()
-    return None
+    return _on_this_os(linux_cpu, windows_cpu)
