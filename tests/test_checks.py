@@ -621,6 +621,7 @@ def test_real_torch_info_matches_torch() -> None:
     assert info.version == torch.__version__
     assert info.cuda_version == torch.version.cuda
     assert info.cuda_available == torch.cuda.is_available()
+    assert info.cpu_capability == torch.backends.cpu.get_cpu_capability()
     if not info.cuda_available:
         assert info.arch_list == [] and info.device_capabilities == []
 
