@@ -8,74 +8,29 @@ manifest (``requirements.gpu``) turns GPU findings into fail (required), warn (p
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 from urllib.parse import urlsplit
 
 from bootstrap import precision
+from bootstrap.checks_base import (  # noqa: F401 - re-exported: the public names of `check`
+    FAIL,
+    GB,
+    MIB,
+    OK,
+    REPORT_SCHEMA_VERSION,
+    SKIP,
+    WARN,
+    CheckResult,
+    Facts,
+    Report,
+)
+from bootstrap.checks_host import check_cpu, check_memory, load_estimate
 from bootstrap.plan import Plan
-from bootstrap.probes import GpuReport, Probes, TorchInfo
+from bootstrap.probes import Probes
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-REPORT_SCHEMA_VERSION = 1
 SUPPORTED_PLATFORMS = {("Linux", "x86_64"), ("Linux", "aarch64"), ("Windows", "AMD64"), ("Windows", "x86_64")}
-GB = 1e9
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: str  # ok | warn | fail | skip
-    detail: str
-    remedy: Optional[str] = None
-    data: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Report:
-    checks: List[CheckResult]
-
-    @property
-    def status(self) -> str:
-        statuses = {c.status for c in self.checks}
-        return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
-
-    @property
-    def failed(self) -> List[str]:
-        return [c.name for c in self.checks if c.status == FAIL]
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"schema": REPORT_SCHEMA_VERSION, "status": self.status, "checks": [asdict(c) for c in self.checks]}
-
-
-class _Facts:
-    """Probe results shared by several checks, each gathered at most once."""
-
-    def __init__(self, probes: Probes) -> None:
-        self.probes = probes
-        self._gpu: Any = ...
-        self._torch: Any = ...
-
-    @property
-    def gpu(self) -> Optional[GpuReport]:
-        if self._gpu is ...:
-            self._gpu = self.probes.gpu_report()
-        return self._gpu
-
-    @property
-    def torch(self) -> Optional[TorchInfo]:
-        if self._torch is ...:
-            self._torch = self.probes.torch()
-        return self._torch
-
-    @property
-    def free_vram_gb(self) -> Optional[float]:
-        """Free VRAM over all GPUs (device_map="auto" spreads layers across them)."""
-        if not self.gpu or not self.gpu.gpus:
-            return None
-        return sum(g.memory_free_mib for g in self.gpu.gpus) * MIB / GB
 
 
 def _gpu_status(plan: Plan) -> str:
@@ -86,7 +41,7 @@ def _gpu_status(plan: Plan) -> str:
 # -- the checks ---------------------------------------------------------------------------
 
 
-def check_platform(plan: Plan, facts: _Facts) -> CheckResult:
+def check_platform(plan: Plan, facts: Facts) -> CheckResult:
     system, machine = facts.probes.system(), facts.probes.machine()
     data = {"os": system, "arch": machine}
     if (system, machine) in SUPPORTED_PLATFORMS:
@@ -112,7 +67,7 @@ def _satisfies(version: tuple, spec: str) -> bool:
     }[op]
 
 
-def check_python(plan: Plan, facts: _Facts) -> CheckResult:
+def check_python(plan: Plan, facts: Facts) -> CheckResult:
     spec = plan.manifest.requirements.python
     have = facts.probes.python_version
     text = ".".join(map(str, have))
@@ -129,7 +84,7 @@ def check_python(plan: Plan, facts: _Facts) -> CheckResult:
     return CheckResult("python", OK, f"Python {text} ({spec})", data=data)
 
 
-def check_conda_env(plan: Plan, facts: _Facts) -> CheckResult:
+def check_conda_env(plan: Plan, facts: Facts) -> CheckResult:
     want = plan.manifest.env.name
     env = facts.probes.environ
     active, prefix = env.get("CONDA_DEFAULT_ENV"), env.get("CONDA_PREFIX")
@@ -141,7 +96,7 @@ def check_conda_env(plan: Plan, facts: _Facts) -> CheckResult:
                        f"conda activate {want} (./install.sh creates it), or ignore this for the demo", data)
 
 
-def check_gpu(plan: Plan, facts: _Facts) -> CheckResult:
+def check_gpu(plan: Plan, facts: Facts) -> CheckResult:
     report = facts.gpu
     bad = _gpu_status(plan)
     if report is None:
@@ -163,7 +118,7 @@ def check_gpu(plan: Plan, facts: _Facts) -> CheckResult:
     return CheckResult("gpu", OK, detail, data=data)
 
 
-def check_torch(plan: Plan, facts: _Facts) -> CheckResult:
+def check_torch(plan: Plan, facts: Facts) -> CheckResult:
     info = facts.torch
     gpu = facts.gpu
     has_gpu = bool(gpu and gpu.gpus)
@@ -220,29 +175,35 @@ def arch_supported(major: int, minor: int, arch_list: List[str]) -> bool:
     return False
 
 
-def check_vram(plan: Plan, facts: _Facts) -> CheckResult:
+def check_vram(plan: Plan, facts: Facts) -> CheckResult:
+    """VRAM per precision and what ``auto`` picks; the host RAM each choice needs is in the table too."""
     model = plan.model
-    size = model.size_gb if model.kind == "full" else (model.base_size_gb or 0.0) + model.size_gb
-    free = facts.free_vram_gb
-    requested = plan.manifest.smoke.precision
-    chosen, device = precision.pick(size, free, requested)
+    est = load_estimate(plan, facts)
+    size, free, requested = est.size_gb, est.free_vram_gb, est.requested
     table = precision.fits_table(size, free)
     needs = {p: round(precision.needed_gb(size, p), 1) for p in precision.FACTORS}
+    chosen, device = est.pick if est.pick else (None, "cpu")
+    gpu_ram, cpu_ram = round(est.ram_needed_gb("fp16", "cuda"), 1), est.cpu_ram_needed_gb
     data = {"free_vram_gb": None if free is None else round(free, 2), "needed_gb": needs, "fits": table,
-            "precision": chosen, "device": device}
+            "precision": chosen, "device": device, "ram_needed_gb": {"cuda": gpu_ram, "cpu": cpu_ram}}
+    cpu_text = " / ".join(f"{p} {n} GB" for p, n in cpu_ram.items())
+    if chosen is None:
+        outcome = f"{requested} -> nothing fits: too little RAM for the CPU too ({cpu_text}; see memory)"
+    else:
+        ram = gpu_ram if device == "cuda" else round(est.ram_needed_gb(chosen, "cpu"), 1)
+        outcome = f"{requested} -> {chosen} on {device} (~{ram} GB RAM)"
     if free is None:
         return CheckResult("vram", _gpu_status(plan),
-                           f"no GPU: {plan.model_key} would run on the CPU in fp32 (needs ~{needs['fp32']} GB RAM, "
-                           "very slow)",
+                           f"no GPU: {plan.model_key} runs on the CPU, very slowly; {outcome}",
                            None if _gpu_status(plan) == OK else "use a machine with an NVIDIA GPU "
                            f"(>= {model.min_vram_gb:g} GB VRAM)", data)
     fits = ", ".join(f"{p} {'fits' if table[p] else 'no'} ({needs[p]} GB)" for p in precision.GPU_ORDER)
-    detail = f"{free:.1f} GB free VRAM; {fits}; {requested} -> {chosen} on {device}"
+    detail = f"{free:.1f} GB free VRAM; {fits}; {outcome}"
     if device == "cpu":
         return CheckResult("vram", _gpu_status(plan), detail,
                            f"free VRAM (close other GPU programs) or use a GPU with >= {model.min_vram_gb:g} GB",
                            data)
-    if requested != "auto" and not table.get(chosen, False):
+    if requested != "auto" and not table.get(chosen or "", False):
         return CheckResult("vram", FAIL, detail + f" (but {chosen} does not fit)",
                            "set smoke.precision: auto (or int8/int4)", data)
     status = OK if chosen in ("fp16", "bf16") or requested != "auto" else WARN
@@ -251,13 +212,30 @@ def check_vram(plan: Plan, facts: _Facts) -> CheckResult:
 
 
 def _present_bytes(folder: Path) -> int:
-    if not folder.is_dir():
+    """Bytes already downloaded into ``folder`` (0 when it cannot be read: the writability check says why)."""
+    try:
+        if not folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    except OSError:
         return 0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
 
 
-def check_disk(plan: Plan, facts: _Facts) -> CheckResult:
+UNWRITABLE_REMEDY = {
+    "not a folder": "move that file away, or set weights.dir to a folder",
+    "read-only file system": "remount it read-write, or set weights.dir to a folder on a writable disk",
+    "permission denied": "give this user write access to it (chown/chmod), or set weights.dir to a folder you own",
+}
+
+
+def check_disk(plan: Plan, facts: Facts) -> CheckResult:
     model = plan.model
+    where, problem = facts.probes.folder_problem(plan.weights_dir)
+    if problem is not None:
+        what = f"{where} is not a folder" if problem == "not a folder" else f"{where} is not writable ({problem})"
+        return CheckResult("disk", FAIL, f"weights.dir {plan.weights_dir} cannot be written: {what}",
+                           UNWRITABLE_REMEDY.get(problem, "set weights.dir to a writable folder"),
+                           {"path": str(where), "weights_dir": str(plan.weights_dir), "problem": problem})
     want = model.size_gb * GB
     present = _present_bytes(plan.model_dir(model.repo_id))
     if model.kind == "lora" and model.base:
@@ -275,7 +253,7 @@ def check_disk(plan: Plan, facts: _Facts) -> CheckResult:
     return CheckResult("disk", OK, detail, data=data)
 
 
-def check_git(plan: Plan, facts: _Facts) -> CheckResult:
+def check_git(plan: Plan, facts: Facts) -> CheckResult:
     path = facts.probes.which("git")
     if path is None:
         return CheckResult("git", FAIL, "git not found on PATH",
@@ -285,7 +263,7 @@ def check_git(plan: Plan, facts: _Facts) -> CheckResult:
     return CheckResult("git", OK, f"{version} ({path})", data={"path": path})
 
 
-def check_network(plan: Plan, facts: _Facts, *, offline: bool = False) -> CheckResult:
+def check_network(plan: Plan, facts: Facts, *, offline: bool = False) -> CheckResult:
     if offline:
         return CheckResult("network", SKIP, "skipped (--offline)")
     targets = [plan.endpoint]
@@ -305,7 +283,7 @@ def check_network(plan: Plan, facts: _Facts, *, offline: bool = False) -> CheckR
     return CheckResult("network", OK, "reachable: " + ", ".join(targets), data={"targets": results})
 
 
-def check_token(plan: Plan, facts: _Facts) -> CheckResult:
+def check_token(plan: Plan, facts: Facts) -> CheckResult:
     model = plan.model
     gated = [r for r, g in ((model.repo_id, model.gated), (model.base, model.kind == "lora" and model.base_gated))
              if g and r]
@@ -318,15 +296,15 @@ def check_token(plan: Plan, facts: _Facts) -> CheckResult:
                        "and export HF_TOKEN=<token>")
 
 
-CHECKS: List[Callable[[Plan, _Facts], CheckResult]] = [
-    check_platform, check_python, check_conda_env, check_gpu, check_torch, check_vram, check_disk, check_git,
-    check_token,
+CHECKS: List[Callable[[Plan, Facts], CheckResult]] = [
+    check_platform, check_python, check_conda_env, check_gpu, check_torch, check_vram, check_memory, check_cpu,
+    check_disk, check_git, check_token,
 ]
 
 
 def run_checks(plan: Plan, probes: Optional[Probes] = None, *, offline: bool = False) -> Report:
     """All checks, in a fixed order. Never prints, never exits."""
-    facts = _Facts(probes or Probes())
+    facts = Facts(probes or Probes())
     results = [check(plan, facts) for check in CHECKS]
     results.append(check_network(plan, facts, offline=offline))
     return Report(results)

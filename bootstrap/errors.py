@@ -151,6 +151,15 @@ class SmokeError(StepFailed):
     """Loading the model or generating failed, or the answer was blank."""
 
 
+class NotEnoughMemory(StepFailed):
+    """No precision fits: no GPU holds the model and the CPU fallback does not fit in RAM (sizes in GB)."""
+
+    def __init__(self, message: str, *, need_gb: float, available_gb: float, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.need_gb = need_gb
+        self.available_gb = available_gb
+
+
 class LockedError(StepFailed):
     """Another llama-bootstrap run holds the lock."""
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
+from bootstrap.probes_host import CpuInfo, MemoryInfo, host_cpu, host_memory
+
 NVIDIA_SMI_QUERY = "index,name,memory.total,memory.free,driver_version,compute_cap"
 PROBE_TIMEOUT_S = 10.0
 
@@ -50,6 +52,7 @@ class TorchInfo:
     arch_list: List[str] = field(default_factory=list)  # torch.cuda.get_arch_list(), e.g. ["sm_80", ...]
     device_capabilities: List[Tuple[int, int]] = field(default_factory=list)
     error: Optional[str] = None  # import failed with this message
+    cpu_capability: Optional[str] = None  # torch.backends.cpu.get_cpu_capability(): "AVX512", "AVX2", "DEFAULT", ...
 
 
 def run_command(argv: Sequence[str], timeout: float = PROBE_TIMEOUT_S) -> Optional[CommandResult]:
@@ -120,7 +123,12 @@ def torch_info() -> Optional[TorchInfo]:
     if available:
         arch = list(torch.cuda.get_arch_list())
         caps = [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
-    return TorchInfo(torch.__version__, torch.version.cuda, available, arch, caps)
+    capability = getattr(getattr(torch, "backends", None), "cpu", None)
+    try:
+        cpu_capability = str(capability.get_cpu_capability()) if capability is not None else None
+    except Exception:  # noqa: BLE001 - an old torch without it says nothing
+        cpu_capability = None
+    return TorchInfo(torch.__version__, torch.version.cuda, available, arch, caps, cpu_capability=cpu_capability)
 
 
 def disk_free(path: Path) -> Tuple[Path, int]:
@@ -129,6 +137,31 @@ def disk_free(path: Path) -> Tuple[Path, int]:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     return probe, shutil.disk_usage(probe).free
+
+
+def folder_problem(path: Path) -> Tuple[Path, Optional[str]]:
+    """Can a folder be created and written at ``path``? (the entry looked at, None or what is wrong).
+
+    Walks up to the nearest existing entry without creating anything. What is wrong: "not a folder"
+    (a file, or a link to one, where a folder must be), "read-only file system" (EROFS: e.g. a
+    read-only mount) or "permission denied" (EACCES for this user).
+    """
+    probe = path
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            return probe, "not a folder"
+        if hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return probe, "read-only file system"
+        effective = os.access in os.supports_effective_ids
+        if not os.access(probe, os.W_OK | os.X_OK, effective_ids=effective):
+            return probe, "permission denied"
+    except PermissionError:
+        return probe, "permission denied"
+    except OSError as exc:
+        return probe, exc.strerror or type(exc).__name__
+    return probe, None
 
 
 def reachable(url: str, timeout: float = 5.0) -> Tuple[bool, str]:
@@ -156,6 +189,9 @@ class Probes:
     gpus: Optional[Callable[[], Optional[GpuReport]]] = None
     torch: Callable[[], Optional[TorchInfo]] = torch_info
     disk_free: Callable[[Path], Tuple[Path, int]] = disk_free
+    folder_problem: Callable[[Path], Tuple[Path, Optional[str]]] = folder_problem
+    memory: Callable[[], Optional[MemoryInfo]] = host_memory
+    cpu: Callable[[], Optional[CpuInfo]] = host_cpu
     reachable: Callable[[str, float], Tuple[bool, str]] = reachable
     system: Callable[[], str] = platform.system
     machine: Callable[[], str] = platform.machine

@@ -20,6 +20,7 @@ import yaml
 
 from bootstrap.plan import Overrides, Plan, build_plan
 from bootstrap.probes import CommandResult, GpuReport, Probes, TorchInfo, nvidia_smi
+from bootstrap.probes_host import CpuInfo, MemoryInfo, cpu_from_cpuinfo, memory_from_meminfo
 from bootstrap.settings import from_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,8 @@ SCHEMA_FILE = REPO / "manifest.schema.json"
 FIXTURES = REPO / "tests" / "fixtures"
 SMI_DIR = FIXTURES / "nvidia-smi"
 BAD_DIR = FIXTURES / "manifests" / "bad"
+MEMINFO_DIR = FIXTURES / "meminfo"
+CPUINFO_DIR = FIXTURES / "cpuinfo"
 
 DEFAULT_MODEL = "llama2-chinese-7b-chat"
 LORA_7B = "llama2-chinese-7b-chat-lora"
@@ -161,12 +164,30 @@ def git_runner(argv: Sequence[str], timeout: float = 10.0) -> Optional[CommandRe
     return None
 
 
+def fixture_memory(name: str) -> MemoryInfo:
+    """A machine's memory from a real-format /proc/meminfo in tests/fixtures/meminfo (no cgroup limit)."""
+    info = memory_from_meminfo((MEMINFO_DIR / f"{name}.txt").read_text(encoding="utf-8"))
+    assert info is not None
+    return info
+
+
+def fixture_cpu(name: str, cores: int, machine: str = "x86_64") -> CpuInfo:
+    """A machine's CPU from a real-format /proc/cpuinfo in tests/fixtures/cpuinfo, ``cores`` usable."""
+    return cpu_from_cpuinfo((CPUINFO_DIR / f"{name}.txt").read_text(encoding="utf-8"), machine, cores, float(cores))
+
+
 def make_probes(*, gpu: Any = "rtx3060", torch: Any = None, system: str = "Linux", machine: str = "x86_64",
                 python: Tuple[int, int, int] = (3, 9, 18), environ: Optional[Mapping[str, str]] = None,
                 free_bytes: int = 500 * GB, which: Optional[Mapping[str, str]] = None,
-                reachable: Optional[Callable[[str, float], Tuple[bool, str]]] = None) -> Probes:
+                reachable: Optional[Callable[[str, float], Tuple[bool, str]]] = None,
+                memory: Any = "workstation-64g", cpu: Any = ("ryzen-9-5950x", 32)) -> Probes:
     """Probes with every part injected. ``gpu``: a fixture scenario name, a FakeNvidiaSmi, a GpuReport,
-    or None (no nvidia-smi on PATH). ``torch``: a TorchInfo or None (not installed)."""
+    or None (no nvidia-smi on PATH). ``torch``: a TorchInfo or None (not installed). ``memory``: a
+    meminfo fixture name, a MemoryInfo or None; ``cpu``: (cpuinfo fixture name, cores), a CpuInfo or None."""
+    if isinstance(memory, str):
+        memory = fixture_memory(memory)
+    if isinstance(cpu, tuple):
+        cpu = fixture_cpu(*cpu)
     if isinstance(gpu, str):
         gpu = smi(gpu)
     if isinstance(gpu, FakeNvidiaSmi):
@@ -187,6 +208,8 @@ def make_probes(*, gpu: Any = "rtx3060", torch: Any = None, system: str = "Linux
         gpus=gpus,
         torch=lambda: torch,
         disk_free=lambda path: (path, free_bytes),
+        memory=lambda: memory,
+        cpu=lambda: cpu,
         reachable=reachable or (lambda url, timeout: (True, "HTTP 200")),
         system=lambda: system,
         machine=lambda: machine,

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from bootstrap import checks as checks_mod
 from bootstrap.checks import (
     FAIL,
     OK,
@@ -20,6 +24,7 @@ from bootstrap.checks import (
     SKIP,
     WARN,
     CheckResult,
+    Facts,
     Report,
     arch_supported,
     run_checks,
@@ -32,14 +37,19 @@ from helpers_core import (
     LORA_7B,
     MIB,
     FakeNvidiaSmi,
+    bootstrap_cmd,
+    clean_env,
+    listing,
     make_plan,
     make_probes,
     smi,
     torch_cpu,
     torch_cuda,
+    write_manifest,
 )
 
-CHECK_NAMES = ["platform", "python", "conda_env", "gpu", "torch", "vram", "disk", "git", "token", "network"]
+CHECK_NAMES = ["platform", "python", "conda_env", "gpu", "torch", "vram", "memory", "cpu", "disk", "git", "token",
+               "network"]
 RTX_5090 = GpuReport([Gpu(0, "NVIDIA GeForce RTX 5090", 32607, 32120, "570.124.04", "12.0")], "12.8")
 
 
@@ -291,7 +301,7 @@ def test_vram_4gb_card_falls_back_to_cpu(tmp_path: Path, policy: str, want: str)
 def test_vram_without_gpu(tmp_path: Path, policy: str, want: str) -> None:
     c = run(policy_plan(tmp_path, policy), gpu=None)["vram"]
     assert c.status == want and c.data["free_vram_gb"] is None
-    assert "CPU" in c.detail and "28.0 GB" in c.detail  # fp32: 13.5 * 2 + 1
+    assert "CPU" in c.detail and "auto -> fp32 on cpu (~28.5 GB RAM)" in c.detail  # RAM: 13.5 * 2 + 1.5
 
 
 def test_vram_adds_up_gpus_for_the_13b(tmp_path: Path) -> None:
@@ -355,6 +365,136 @@ def test_disk_lora_needs_the_base_too(tmp_path: Path) -> None:
     assert c.status == FAIL
     _sparse(plan.model_dir(plan.model.base) / "model.safetensors", 13 * GB)
     assert run(plan, free_bytes=15.55 * GB)["disk"].status == OK
+
+
+# -- disk: a weights.dir that cannot be written ------------------------------------------------------
+
+
+def disk_check(plan: Plan) -> CheckResult:
+    """The disk check with the real writability probe (make_probes keeps the real one)."""
+    return run(plan)["disk"]
+
+
+def test_a_file_where_weights_dir_should_be(plan: Plan) -> None:
+    plan.weights_dir.parent.mkdir(parents=True, exist_ok=True)
+    plan.weights_dir.write_text("not a folder")
+    c = disk_check(plan)
+    assert c.status == FAIL
+    assert f"{plan.weights_dir} is not a folder" in c.detail and "move that file away" in c.remedy
+    assert c.data == {"path": str(plan.weights_dir), "weights_dir": str(plan.weights_dir), "problem": "not a folder"}
+    assert plan.weights_dir.read_text() == "not a folder"  # untouched
+
+
+def test_a_file_above_weights_dir(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path / "kit", {"weights.dir": "blocked/models"})
+    (tmp_path / "kit" / "blocked").write_text("x")
+    c = disk_check(plan)
+    assert c.status == FAIL and c.data["path"] == str(tmp_path / "kit" / "blocked")
+
+
+def test_a_symlink_to_a_file_where_weights_dir_should_be(plan: Plan, tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    plan.weights_dir.symlink_to(target)
+    c = disk_check(plan)
+    assert c.status == FAIL and c.data["problem"] == "not a folder"
+
+
+def test_a_symlink_to_a_folder_is_fine(plan: Plan, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    plan.weights_dir.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert disk_check(plan).status == OK
+
+
+def _mount(argv: List[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount here ({' '.join(argv[:3])}...: {proc.stderr.strip() or proc.returncode})")
+
+
+@pytest.fixture
+def read_only_mounts(tmp_path: Path) -> Iterator[Dict[str, Path]]:
+    """A tmpfs remounted read-only and a read-only bind mount, both under tmp_path (needs root)."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root on Linux")
+    tmpfs, source, bind = tmp_path / "tmpfs", tmp_path / "source", tmp_path / "bind"
+    for folder in (tmpfs, source, bind):
+        folder.mkdir()
+    mounted: List[Path] = []
+    try:
+        _mount(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmpfs)])
+        mounted.append(tmpfs)
+        (tmpfs / "models").mkdir()
+        _mount(["mount", "-o", "remount,ro", str(tmpfs)])
+        (source / "models").mkdir()
+        _mount(["mount", "--bind", str(source), str(bind)])
+        mounted.append(bind)
+        _mount(["mount", "-o", "remount,bind,ro", str(bind)])
+        yield {"tmpfs": tmpfs, "bind": bind}
+    finally:
+        for folder in reversed(mounted):
+            subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("kind, below", [("tmpfs", "models"), ("tmpfs", "models/new"), ("bind", "models")])
+def test_read_only_weights_dir_fails_the_disk_check(tmp_path: Path, read_only_mounts: Dict[str, Path], kind: str,
+                                                     below: str) -> None:
+    weights = read_only_mounts[kind] / below
+    plan = make_plan(tmp_path / "kit", {"weights.dir": str(weights)})
+    before = listing(read_only_mounts[kind])
+    c = disk_check(plan)
+    assert c.status == FAIL
+    assert c.data["problem"] == "read-only file system" and c.data["path"] == str(read_only_mounts[kind] / "models")
+    assert str(weights) in c.detail and "remount it read-write" in c.remedy
+    assert listing(read_only_mounts[kind]) == before
+
+
+def test_read_only_weights_dir_through_the_cli(tmp_path: Path, read_only_mounts: Dict[str, Path]) -> None:
+    """The real command, real probes: exit 1, the disk check failed with the path, no traceback."""
+    manifest = write_manifest(tmp_path / "kit", {"weights.dir": str(read_only_mounts["tmpfs"] / "models")})
+    proc = subprocess.run(bootstrap_cmd("check", "--json", "--offline", "--manifest", str(manifest)),
+                          capture_output=True, text=True, env=clean_env(), timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    disk = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "disk")
+    assert disk["status"] == FAIL and disk["data"]["problem"] == "read-only file system"
+
+
+def test_unwritable_weights_dir_fails_the_disk_check(plan: Plan) -> None:
+    """EACCES: a folder this user may not write. As root (who may write anywhere) the check runs in a
+    forked child that drops to the nobody user; the first entry it cannot write is reported."""
+    plan.weights_dir.mkdir(parents=True)
+    plan.weights_dir.chmod(0o555)
+    facts = Facts(make_probes())
+    if os.geteuid() != 0:
+        c = checks_mod.check_disk(plan, facts)
+        assert c.status == FAIL and c.data["path"] == str(plan.weights_dir)
+        assert c.data["problem"] == "permission denied" and "chown/chmod" in c.remedy
+        return
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, run the check, report, exit without cleanup
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            c = checks_mod.check_disk(plan, facts)
+            os.write(write, json.dumps({"status": c.status, "data": c.data, "remedy": c.remedy}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        out = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out
+    c = json.loads(out)
+    assert c["status"] == FAIL and c["data"]["problem"] == "permission denied" and "chown/chmod" in c["remedy"]
+    where = Path(c["data"]["path"])
+    assert where == plan.weights_dir or where in plan.weights_dir.parents
 
 
 # -- git, network, token ----------------------------------------------------------------------
@@ -481,6 +621,7 @@ def test_real_torch_info_matches_torch() -> None:
     assert info.version == torch.__version__
     assert info.cuda_version == torch.version.cuda
     assert info.cuda_available == torch.cuda.is_available()
+    assert info.cpu_capability == torch.backends.cpu.get_cpu_capability()
     if not info.cuda_available:
         assert info.arch_list == [] and info.device_capabilities == []
 

@@ -11,6 +11,7 @@ from typing import Optional
 import pytest
 
 from bootstrap import precision
+from bootstrap.errors import NotEnoughMemory
 
 SEVEN_B = 13.5
 THIRTEEN_B = 26.03
@@ -70,3 +71,62 @@ def test_fits_table() -> None:
 def test_auto_only_tries_gpu_precisions_in_order() -> None:
     assert precision.GPU_ORDER == ("fp16", "int8", "int4")
     assert set(precision.GPU_ORDER) <= set(precision.FACTORS)
+
+
+# -- host RAM ----------------------------------------------------------------------------------------
+# GPU load: min(size, largest shard or 10 GB) + 1.5 GB. CPU: size x factor + 1.5 GB.
+
+
+@pytest.mark.parametrize(
+    "size, p, device, shard, want",
+    [(SEVEN_B, "fp16", "cuda", None, 11.5), (SEVEN_B, "int4", "cuda", None, 11.5),  # same peak at any GPU precision
+     (SEVEN_B, "int8", "cuda", 4.95, 6.45), (0.5, "fp16", "cuda", None, 2.0),  # a small model is one shard
+     (SEVEN_B, "fp32", "cpu", None, 28.5), (SEVEN_B, "bf16", "cpu", None, 15.0),
+     (THIRTEEN_B, "fp32", "cpu", 9.9, 53.56)],  # the shard does not matter on the CPU
+)
+def test_ram_needed_gb(size: float, p: str, device: str, shard: Optional[float], want: float) -> None:
+    assert precision.ram_needed_gb(size, p, device, shard) == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    "ram, want",
+    [(64.0, ("fp32", "cpu")), (28.5, ("fp32", "cpu")), (28.49, ("bf16", "cpu")), (15.0, ("bf16", "cpu")),
+     (None, ("fp32", "cpu"))],  # None: unknown RAM keeps the old unconditional fallback
+)
+def test_pick_cpu_fallback_follows_ram(ram: Optional[float], want: tuple) -> None:
+    assert precision.pick(SEVEN_B, None, ram_available_gb=ram) == want
+    assert precision.pick(SEVEN_B, 4.09, "auto", ram_available_gb=ram) == want  # a GPU too small for int4
+
+
+def test_pick_refuses_a_cpu_fallback_that_cannot_fit() -> None:
+    with pytest.raises(NotEnoughMemory) as info:
+        precision.pick(SEVEN_B, None, ram_available_gb=14.99)
+    exc = info.value
+    assert (exc.need_gb, exc.available_gb) == (15.0, 14.99)
+    assert "no GPU" in str(exc) and "fp32 28.5 GB, bf16 15.0 GB" in str(exc) and "15.0 GB is available" in str(exc)
+    assert ">= 15.0 GB" in exc.remedy and ">= 5.0 GB free VRAM" in exc.remedy
+    with pytest.raises(NotEnoughMemory, match="4.1 GB free VRAM"):
+        precision.pick(SEVEN_B, 4.09, ram_available_gb=8.0)
+
+
+def test_ram_does_not_change_a_gpu_choice() -> None:
+    assert precision.pick(SEVEN_B, 25.2, ram_available_gb=0.5) == ("fp16", "cuda")
+    assert precision.pick(SEVEN_B, 12.36, "fp16", ram_available_gb=0.5) == ("fp16", "cuda")
+
+
+@pytest.mark.parametrize("requested, ram, ok", [("fp32", 28.5, True), ("fp32", 28.4, False), ("bf16", 15.0, True),
+                                                ("fp16", 14.9, False), ("int8", 1.0, True)])
+def test_explicit_cpu_precision_against_ram(requested: str, ram: float, ok: bool) -> None:
+    """int8/int4 on the CPU are smoke's to refuse (they need a GPU), not a memory question."""
+    if ok:
+        assert precision.pick(SEVEN_B, None, requested, ram_available_gb=ram) == (requested, "cpu")
+    else:
+        with pytest.raises(NotEnoughMemory):
+            precision.pick(SEVEN_B, None, requested, ram_available_gb=ram)
+
+
+def test_pick_result_is_a_named_pair() -> None:
+    chosen = precision.pick(SEVEN_B, 12.36)
+    assert (chosen.precision, chosen.device) == ("int8", "cuda")
+    p, device = chosen  # the way smoke unpacks it
+    assert (p, device) == tuple(chosen)

@@ -136,6 +136,15 @@ def test_disk_free_on_a_path_that_does_not_exist_yet(tmp_path: Path) -> None:
     assert not (tmp_path / "models").exists()  # measuring creates nothing
 
 
+def test_folder_problem_walks_up_and_creates_nothing(tmp_path: Path) -> None:
+    assert probes.folder_problem(tmp_path / "models" / "FlagAlpha") == (tmp_path, None)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    assert probes.folder_problem(tmp_path / "file" / "models") == (tmp_path / "file", "not a folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert probes.folder_problem(tmp_path / "dangling" / "models") == (tmp_path / "dangling", "not a folder")
+
+
 # -- reachable() against a real local server ------------------------------------------------------
 
 
