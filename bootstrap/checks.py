@@ -7,10 +7,11 @@ manifest (``requirements.gpu``) turns GPU findings into fail (required), warn (p
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
 from bootstrap import precision
@@ -264,23 +265,36 @@ def check_git(plan: Plan, facts: Facts) -> CheckResult:
 
 
 def check_network(plan: Plan, facts: Facts, *, offline: bool = False) -> CheckResult:
+    """Which weights sources answer (in the profile's order), and the git source."""
     if offline:
         return CheckResult("network", SKIP, "skipped (--offline)")
-    targets = [plan.endpoint]
+    results: Dict[str, str] = {}
+    sources_up, sources_down, down = [], [], []
+    for spec in plan.sources:
+        if spec.kind == "dir":
+            ok = os.path.isdir(spec.location) and os.access(spec.location, os.R_OK | os.X_OK)
+            why = "a readable folder" if ok else "not a readable folder (not mounted?)"
+        else:
+            ok, why = facts.probes.reachable(spec.location, 5.0)
+        results[spec.location] = why
+        (sources_up if ok else sources_down).append(f"{spec} ({why})")
     if urlsplit(plan.source_url).scheme == "https":
-        targets.append(plan.source_url)
-    results = {}
-    down = []
-    for url in targets:
-        ok, why = facts.probes.reachable(url, 5.0)
-        results[url] = why
+        ok, why = facts.probes.reachable(plan.source_url, 5.0)
+        results[plan.source_url] = why
         if not ok:
-            down.append(f"{url} ({why})")
-    if down:
-        hint = "try --profile cn (mirrors reachable from mainland China)" if plan.profile_key != "cn" else \
-            "check the proxy settings (HTTPS_PROXY) and the firewall"
-        return CheckResult("network", FAIL, "unreachable: " + "; ".join(down), hint, {"targets": results})
-    return CheckResult("network", OK, "reachable: " + ", ".join(targets), data={"targets": results})
+            down.append(f"git source {plan.source_url} ({why})")
+    hint = "try --profile cn (mirrors reachable from mainland China)" if plan.profile_key != "cn" else \
+        "check the proxy settings (HTTPS_PROXY) and the firewall"
+    data = {"targets": results, "sources_reachable": len(sources_up), "sources": len(plan.sources)}
+    if not sources_up or down:
+        what = down + ([f"no weights source answers: {'; '.join(sources_down)}"] if not sources_up else [])
+        return CheckResult("network", FAIL, "unreachable: " + "; ".join(what), hint, data)
+    detail = "weights sources reachable: " + ", ".join(sources_up)
+    if sources_down:
+        return CheckResult("network", WARN, detail + "; unreachable (skipped by pull): " + "; ".join(sources_down),
+                           "pull falls back to the next source in order", data)
+    return CheckResult("network", OK, detail + ("; git source reachable" if plan.source_url in results else ""),
+                       data=data)
 
 
 def check_token(plan: Plan, facts: Facts) -> CheckResult:

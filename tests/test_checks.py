@@ -630,3 +630,19 @@ def test_fake_nvidia_smi_refuses_unknown_arguments() -> None:
     """The fake answers only what the real tool would be asked; guards the other tests."""
     out = FakeNvidiaSmi("rtx3060.csv", "rtx3060-q.txt")(["nvidia-smi", "--bogus"])
     assert out is not None and out.returncode != 0
+
+
+def test_network_reports_each_weights_source_in_order(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bootstrap.sources import SourceSpec
+
+    plan = replace(make_plan(tmp_path), sources=(SourceSpec("hub", "https://mirror.example"),
+                                                 SourceSpec("dir", str(tmp_path)),
+                                                 SourceSpec("dir", str(tmp_path / "not-mounted"))))
+    c = run(plan, offline=False, reachable=lambda url, t: ("mirror" not in url, "HTTP 200"))["network"]
+    assert c.status == WARN and c.data["sources_reachable"] == 1 and c.data["sources"] == 3
+    assert "unreachable (skipped by pull)" in c.detail and "mirror.example" in c.detail and "not-mounted" in c.detail
+    plan = replace(plan, sources=plan.sources[:1])
+    c = run(plan, offline=False, reachable=lambda url, t: ("mirror" not in url, "HTTP 200"))["network"]
+    assert c.status == FAIL and "no weights source answers" in c.detail
