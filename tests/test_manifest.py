@@ -303,3 +303,55 @@ def test_shipped_file_is_plain_yaml() -> None:
     events = list(yaml.parse(text))
     assert not any(getattr(e, "anchor", None) for e in events)
     assert not any(isinstance(e, yaml.AliasEvent) for e in events)
+
+
+SOURCES_PROFILE = """\
+  lan:
+    hf_endpoint: https://huggingface.co
+    sources:
+      - kind: hub
+        endpoint: http://10.0.0.5:8000
+      - {kind: dir}
+      - kind: ftp
+      - kind: modelscope
+        path: /mnt/x
+"""
+
+
+def test_source_entries_are_checked_with_field_and_line() -> None:
+    text = shipped_text().replace("profiles:\n", "profiles:\n" + SOURCES_PROFILE, 1)
+    lines = text.splitlines()
+    dir_line = next(i for i, line in enumerate(lines, 1) if "{kind: dir}" in line)
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(text)
+    message = str(err.value)
+    assert f"line {dir_line}: profiles.lan.sources.1.path: kind: dir needs path" in message
+    assert "profiles.lan.sources.2.kind: must be one of 'hub', 'modelscope', 'dir'" in message
+    assert "profiles.lan.sources.3.path: kind: modelscope takes an endpoint, not a path" in message
+    assert "sources.0" not in message  # a plain-http LAN mirror is accepted here (pull allows it for pinned repos)
+
+
+def test_sources_must_be_a_list_and_weights_lock_must_stay_inside() -> None:
+    data = manifest_data()
+    data["profiles"]["global"]["sources"] = {"kind": "hub"}
+    data["weights"]["lock"] = "../elsewhere.yaml"
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(yaml.safe_dump(data))
+    assert "profiles.global.sources: must be a list of entries" in str(err.value)
+    assert "weights.lock: '../elsewhere.yaml' escapes the manifest's folder" in str(err.value)
+
+
+def test_the_default_sources_are_the_profile_hub(tmp_path: Path) -> None:
+    from bootstrap.plan import Overrides, build_plan
+    from bootstrap.settings import Settings
+
+    path = tmp_path / "manifest.yaml"
+    path.write_text(shipped_text(), encoding="utf-8")
+    plan = build_plan(Overrides(manifest=path, profile="cn"), Settings())
+    assert [(s.kind, s.location) for s in plan.sources] == [("hub", "https://hf-mirror.com")]
+    plan = build_plan(Overrides(manifest=path, sources=("dir=usb", "modelscope", "hub=http://10.0.0.5:8000/")),
+                      Settings())
+    assert [(s.kind, s.location) for s in plan.sources] == [
+        ("dir", str(Path.cwd() / "usb")), ("modelscope", "https://www.modelscope.cn"), ("hub", "http://10.0.0.5:8000")]
+    plan = build_plan(Overrides(manifest=path), Settings(sources=("hub=https://mirror.example",)))
+    assert plan.sources[0].origin == "LLAMA_BOOTSTRAP_SOURCES"
