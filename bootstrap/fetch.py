@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
+from bootstrap.transport import body_chunks, network_errors
 
 MiB = 1024 * 1024
 PIECE_SIZE = 8 * MiB
@@ -87,6 +88,7 @@ class FetchOptions:
     piece_size: int = PIECE_SIZE
     retries: int = 4
     backoff_s: float = 1.0
+    progress_every_s: float = 0.0  # > 0: log a progress line this often (a terminal)
 
 
 def new_digest(algo: Optional[str], size: int) -> Any:
@@ -401,7 +403,7 @@ class Downloader:
 
     def _stream(self, f: _File, response: Any, piece: _Piece, start: int, end: int) -> None:
         pos = start
-        for chunk in response.iter_content(READ_CHUNK):
+        for chunk in body_chunks(response, READ_CHUNK):
             if self.cancel.is_set():
                 return
             if not chunk:
@@ -421,7 +423,7 @@ class Downloader:
 
     def _stream_whole(self, f: _File, response: Any) -> None:
         pos, size = 0, f.job.size
-        for chunk in response.iter_content(READ_CHUNK):
+        for chunk in body_chunks(response, READ_CHUNK):
             if self.cancel.is_set():
                 return
             if not chunk:
@@ -462,13 +464,17 @@ class Downloader:
                        for i in range(max(1, min(self.options.total, sum(len(f.pieces) for f in self.files))))]
             for w in workers:
                 w.start()
-            last_meta = time.monotonic()
+            last_meta = last_progress = started = time.monotonic()
             while any(w.is_alive() for w in workers):
                 for w in workers:
                     w.join(0.05)
-                if time.monotonic() - last_meta > META_EVERY_S:
+                now = time.monotonic()
+                if now - last_meta > META_EVERY_S:
                     self._save_metas()
-                    last_meta = time.monotonic()
+                    last_meta = now
+                if self.options.progress_every_s and now - last_progress > self.options.progress_every_s:
+                    self.log(self._progress_line(now - started))
+                    last_progress = now
                 if any(f.state == "failed" for f in self.files) and not self.cancel.is_set():
                     self.cancel.set()  # one hard failure stops this source; partials stay
         except BaseException:
@@ -484,6 +490,15 @@ class Downloader:
         finally:
             for f in self.files:
                 f.close()
+
+    def _progress_line(self, elapsed: float) -> str:
+        total = sum(f.job.size for f in self.files)
+        done = sum(min(f.job.size, f.resumed + f.fetched) for f in self.files)
+        fetched = sum(f.fetched for f in self.files)
+        rate = fetched / elapsed if elapsed > 0 else 0.0
+        left = f", about {(total - done) / rate / 60:.0f} min left" if rate > 0 else ""
+        return (f"downloading: {done / 1e9:.2f} of {total / 1e9:.2f} GB ({100 * done / max(total, 1):.0f}%), "
+                f"{rate / 1e6:.1f} MB/s{left}")
 
     def _save_metas(self) -> None:
         for f in self.files:
@@ -537,8 +552,6 @@ def _check_content_range(response: Any, start: int, end: int, job: FileJob) -> N
 
 
 def _retryable(exc: BaseException) -> bool:
-    from bootstrap.transport import network_errors
-
     if isinstance(exc, _Retry):
         return True
     if isinstance(exc, _HttpStatus):
@@ -588,8 +601,6 @@ def _final(exc: Optional[BaseException], job: FileJob, label: str) -> BaseExcept
     if isinstance(exc, OSError) and exc.errno is not None and not _retryable(exc):
         return errors.DownloadError(f"{job.name}: cannot write {job.partial_dir}: {exc.strerror}",
                                     filename=job.name, remedy=f"check that {job.partial_dir} is writable")
-    from bootstrap.transport import network_errors
-
     if exc is not None and isinstance(exc, network_errors() + (_Retry,)):
         return errors.DownloadError(
             f"the connection to {label} dropped while downloading {job.name} ({_describe(exc)}), more often than "

@@ -39,6 +39,7 @@ from bootstrap.sources import RemoteFile, RemoteRepo, RepoRef, Source, open_sour
 GB = 1e9
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_S = 1.0
+PROGRESS_EVERY_S = 10.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # Never fetched: other frameworks' weights. Pickle weights are skipped when safetensors exist.
 OTHER_FRAMEWORKS = ("*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.gguf", "*.tflite", "flax_model*",
@@ -281,7 +282,8 @@ def _pull_from(plan: Plan, ref: RepoRef, pin: Any, source: Source, folder: Model
     _check_disk(plan, folder, todo, options, log, disk_need_extra, ref.repo_id)
     urls = source.file_urls(ref, remote, [w.name for w in todo])
     fetch_options = FetchOptions(per_file=options.connections, total=options.connections_total,
-                                 retries=options.retries, backoff_s=options.backoff_s)
+                                 retries=options.retries, backoff_s=options.backoff_s,
+                                 progress_every_s=PROGRESS_EVERY_S if options.progress else 0.0)
     log(f"downloading {len(todo)} file(s) of {ref.repo_id}@{commit[:12]} from {source.label} "
         f"({_size(sum(w.size for w in todo))})")
     for attempt in (1, 2):

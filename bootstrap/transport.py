@@ -18,7 +18,8 @@ query. Proxies (``HTTPS_PROXY`` …) and CA bundles (``REQUESTS_CA_BUNDLE``) fro
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Mapping, Optional, Tuple
+import time
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
 from bootstrap import __version__, errors
@@ -28,6 +29,14 @@ MAX_REDIRECTS = 8
 CONNECT_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 60.0  # a stalled connection (no byte for this long) fails and is retried
 REDIRECTS = (301, 302, 303, 307, 308)
+# A connection that delivers less than this in this long is stalled (a slow-drip server): it is cut and
+# retried. Far below any real link (32 KiB in 30 s is ~1 KB/s), far above a server that drips a byte a minute.
+STALL_S = 30.0
+STALL_MIN_BYTES = 32 * 1024
+
+
+class Stalled(ConnectionError):
+    """A response that keeps the connection open but (almost) stops sending."""
 
 
 def _no_auth(request: Any) -> Any:
@@ -127,13 +136,37 @@ class Transport:
             self._local.session = None
 
 
+def body_chunks(response: Any, chunk: int, *, stall_s: Optional[float] = None,
+                min_bytes: Optional[int] = None) -> Iterator[bytes]:
+    """The raw body bytes as they arrive (no content decoding: sizes and hashes are of what is sent), each
+    read returning as soon as data is there; raises Stalled when a window of ``stall_s`` seconds brings
+    fewer than ``min_bytes``. (A socket timeout alone cannot catch a server that sends a byte now and then.)"""
+    stall_s = STALL_S if stall_s is None else stall_s
+    min_bytes = STALL_MIN_BYTES if min_bytes is None else min_bytes
+    raw = response.raw
+    read = getattr(raw, "read1", None) or raw.read
+    window_start, window_bytes = time.monotonic(), 0
+    while True:
+        data = read(chunk)
+        if not data:
+            return
+        yield data
+        window_bytes += len(data)
+        now = time.monotonic()
+        if now - window_start >= stall_s:
+            if window_bytes < min_bytes:
+                raise Stalled(f"less than {min_bytes // 1024} KiB in {stall_s:.0f} s")
+            window_start, window_bytes = now, 0
+
+
 def network_errors() -> Tuple[type, ...]:
     """Exceptions that mean "the network failed" (retry, or try the next source)."""
     import requests
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
     return (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
-            ConnectionError, TimeoutError)
+            ProtocolError, ReadTimeoutError, DecodeError, ConnectionError, TimeoutError)
 
 
 def connect_failed(exc: BaseException) -> bool:

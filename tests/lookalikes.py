@@ -286,7 +286,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             rate = getattr(self.server.owner, "rate", 0.0)  # type: ignore[attr-defined]
-            step = 64 * 1024 if rate else len(body)
+            step = max(1, min(64 * 1024, int(rate / 10))) if rate else len(body)
             began = time.monotonic()
             try:
                 for i in range(0, len(body), step):

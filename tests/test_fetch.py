@@ -142,3 +142,19 @@ def test_hop_policy(base, url, allowed):
 ])
 def test_token_scope(base, url, sent):
     assert Transport(base, "hf_token1234").sends_token_to(url) is sent
+
+
+def test_a_server_that_drips_is_cut_as_stalled_and_the_pull_ends(hub, tmp_path, monkeypatch):
+    import bootstrap.transport as transport
+
+    monkeypatch.setattr(transport, "STALL_S", 0.5)
+    monkeypatch.setattr(transport, "STALL_MIN_BYTES", 64 * 1024)
+    data = blob(1 * MiB)
+    hub.add_repo("o/n", {"w.safetensors": data})
+    hub.rate = 2000  # 2 KB/s: a slow-drip server (a socket timeout alone would wait forever)
+    lines = []
+    target = job(tmp_path, hub, "w.safetensors", data)
+    target.target.parent.mkdir(parents=True)
+    with pytest.raises(errors.DownloadError, match="dropped"):
+        Downloader(Transport(hub.url), FetchOptions(retries=1, backoff_s=0.01), lines.append).run([target])
+    assert any("Stalled" in line for line in lines)

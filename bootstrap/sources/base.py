@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
 from bootstrap.fetch import Downloader, FetchOptions, FileJob, Outcome
-from bootstrap.transport import Transport, connect_failed, network_errors
+from bootstrap.transport import Transport, body_chunks, connect_failed, network_errors
 from bootstrap.urls import is_loopback_host, shown_host
 
 MAX_LISTING_BYTES = 64 * 1024 * 1024
@@ -189,7 +189,7 @@ class _RetryStatus(Exception):
 
 def _json_body(response: Any, what: str, label: str) -> Any:
     body = bytearray()
-    for chunk in response.iter_content(1 << 20):
+    for chunk in body_chunks(response, 1 << 20):
         body += chunk
         if len(body) > MAX_LISTING_BYTES:
             raise errors.UntrustedSource(f"{what}: {label} sent more than {MAX_LISTING_BYTES >> 20} MiB of listing",
