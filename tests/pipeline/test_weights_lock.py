@@ -317,3 +317,11 @@ def small_tmpfs(tmp_path):
     finally:
         subprocess.run(["umount", "-l", str(point)], check=False)
 
+
+
+def test_the_shipped_lock_parses_and_pins_nothing_invented():
+    from helpers_core import SHIPPED_MANIFEST
+
+    lock = weightslock.load(SHIPPED_MANIFEST.parent / "weights.lock.yaml")
+    assert lock is not None and lock.version == 1
+    assert dict(lock.models) == {}  # no pin that was not read from the Hub (see the file's header)
