@@ -319,9 +319,13 @@ def small_tmpfs(tmp_path):
 
 
 
-def test_the_shipped_lock_parses_and_pins_nothing_invented():
+def test_the_shipped_lock_parses_and_pins_only_the_manifests_repos():
+    from bootstrap.plan import Overrides, build_plan
+    from bootstrap.settings import Settings
     from helpers_core import SHIPPED_MANIFEST
 
     lock = weightslock.load(SHIPPED_MANIFEST.parent / "weights.lock.yaml")
     assert lock is not None and lock.version == 1
-    assert dict(lock.models) == {}  # no pin that was not read from the Hub (see the file's header)
+    for key, pins in lock.models.items():
+        plan = build_plan(Overrides(manifest=SHIPPED_MANIFEST, model=key), Settings())
+        assert [r.repo_id for r in pins.repos] == [ref.repo_id for ref in plan.repo_refs()]
