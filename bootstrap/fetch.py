@@ -177,22 +177,44 @@ class _File:
         self.hashed = threading.Event()
         self.progress = threading.Event()
         self.fd = -1
+        self.open_lock = threading.Lock()
+        self.hasher: Optional[threading.Thread] = None
         self.meta_dirty = False
 
-    def open(self) -> None:
+    def load(self) -> None:
+        """Take over what an earlier run recorded (nothing is opened yet: files are opened when fetched, so a
+        repo of many files never holds more descriptors or hashers than it has connections)."""
         job = self.job
-        job.partial_dir.mkdir(parents=True, exist_ok=True)
         state = _read_meta(job, self.piece_size)
         if state is None:
             remove_partial(job)
-        self.fd = os.open(str(job.partial), os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
-        if state is None:
-            os.ftruncate(self.fd, job.size)
-        else:
-            for piece in self.pieces:
-                piece.written = min(state.get(piece.index, 0), piece.end - piece.start)
-            self.resumed = sum(p.written for p in self.pieces)
-        self.save_meta()
+            if job.size == 0:
+                job.partial_dir.mkdir(parents=True, exist_ok=True)
+                open(job.partial, "wb").close()
+            return
+        for piece in self.pieces:
+            piece.written = min(state.get(piece.index, 0), piece.end - piece.start)
+        self.resumed = sum(p.written for p in self.pieces)
+
+    def ensure_open(self, cancel: threading.Event) -> None:
+        """Open (or create) the partial file and start its hasher, once."""
+        with self.open_lock:
+            if self.fd >= 0 or self.state in ("done", "failed"):
+                return
+            job = self.job
+            job.partial_dir.mkdir(parents=True, exist_ok=True)
+            fresh = not job.partial.exists()
+            self.fd = os.open(str(job.partial), os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+            if fresh:
+                os.ftruncate(self.fd, job.size)
+            self.save_meta()
+            self.start_hasher(cancel)
+
+    def start_hasher(self, cancel: threading.Event) -> None:
+        if self.hasher is None:
+            self.hasher = threading.Thread(target=_hash_prefix, args=(self, cancel), name=f"hash {self.job.name}",
+                                           daemon=True)
+            self.hasher.start()
 
     def contiguous(self) -> int:
         """Bytes from the start of the file that are written without a gap."""
@@ -217,9 +239,10 @@ class _File:
         os.replace(tmp, self.job.meta)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self.open_lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 # -- the hasher -------------------------------------------------------------------------------
@@ -334,6 +357,8 @@ class Downloader:
                         f.state = "new"
                     if f.state in ("new", "ranged", "single") and f.all_written():
                         f.state = "done"
+                        self._save_meta_quietly(f)
+                        f.close()
                     self.cond.notify_all()
                 f.progress.set()
 
@@ -361,6 +386,7 @@ class Downloader:
         job = f.job
         if piece.done:
             return
+        f.ensure_open(self.cancel)
         probing = f.state == "probing"
         start = piece.start + piece.written
         url = f.final_url or job.url
@@ -450,16 +476,11 @@ class Downloader:
         others stopped; partial files stay for the next run.
         """
         self.files = [_File(job, self.options.piece_size) for job in jobs]
-        hashers = []
         try:
             for f in self.files:
-                f.open()
+                f.load()
                 if f.all_written():  # empty, or everything was written by an earlier run
                     f.state = "done"
-                t = threading.Thread(target=_hash_prefix, args=(f, self.cancel), name=f"hash {f.job.name}",
-                                     daemon=True)
-                t.start()
-                hashers.append(t)
             workers = [threading.Thread(target=self._worker, name=f"fetch-{i}", daemon=True)
                        for i in range(max(1, min(self.options.total, sum(len(f.pieces) for f in self.files))))]
             for w in workers:
@@ -486,6 +507,10 @@ class Downloader:
             failed = next((f for f in self.files if f.state == "failed"), None)
             if failed is not None:
                 raise _final(failed.error, failed.job, self.transport.label)
+            for f in self.files:  # files complete from an earlier run were never opened: hash them now
+                if f.hasher is None:
+                    f.start_hasher(self.cancel)
+                    f.hasher.join()  # type: ignore[union-attr]
             return [self._finish(f) for f in self.files]
         finally:
             for f in self.files:
@@ -502,11 +527,15 @@ class Downloader:
 
     def _save_metas(self) -> None:
         for f in self.files:
-            if f.meta_dirty and f.state != "done":
-                try:
-                    f.save_meta()
-                except OSError:
-                    pass
+            if f.meta_dirty and f.fd >= 0:
+                self._save_meta_quietly(f)
+
+    @staticmethod
+    def _save_meta_quietly(f: _File) -> None:
+        try:
+            f.save_meta()
+        except OSError:
+            pass  # the next save, or the final hash, settles it
 
     def _finish(self, f: _File) -> Outcome:
         f.hashed.wait()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -63,11 +64,12 @@ def check_name(name: object, *, source: Optional[str] = None, repo_id: Optional[
 
 
 def check_names(names: Iterable[object], *, source: Optional[str] = None, repo_id: Optional[str] = None) -> None:
-    """Every name acceptable, no name twice (also ignoring case: Windows and macOS), no file used as a folder."""
+    """Every name acceptable, no name twice (also ignoring case and Unicode normalisation, as Windows and macOS
+    do), no file used as a folder."""
     seen: Dict[str, str] = {}
     for name in names:
         checked = check_name(name, source=source, repo_id=repo_id)
-        folded = checked.casefold()
+        folded = unicodedata.normalize("NFC", checked).casefold()  # macOS and Windows fold these together
         if folded in seen:
             raise errors.UnsafeName(checked, f"listed twice (as {ascii(seen[folded])})", source=source,
                                     repo_id=repo_id)
@@ -88,6 +90,16 @@ class ModelFolder:
     @property
     def partial_dir(self) -> Path:
         return self.root / ".partial"
+
+    def ensure(self) -> None:
+        """Create the model folder and its ``.partial`` folder; a ``.partial`` that is a symlink or a file is
+        refused (partial downloads never land outside)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.partial_dir
+        if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+            raise errors.UntrustedSource(f"{partial} is not a plain folder (a symlink or a file)",
+                                         remedy=f"remove {partial}; pull keeps its partial downloads there")
+        partial.mkdir(exist_ok=True)
 
     def real_root(self) -> str:
         return os.path.realpath(self.root)

@@ -368,8 +368,7 @@ def _settle_present(folder: ModelFolder, wants: List[Want], old: Dict[str, Dict[
 
 def _ensure_folder(folder: ModelFolder) -> None:
     try:
-        folder.root.mkdir(parents=True, exist_ok=True)
-        folder.partial_dir.mkdir(exist_ok=True)
+        folder.ensure()
     except OSError as exc:
         raise _os_error(exc, folder.root) from exc
 

@@ -12,7 +12,7 @@ import pytest
 from bootstrap import errors
 from bootstrap.fetch import Downloader, FetchOptions, FileJob
 from bootstrap.transport import Transport
-from tests.lookalikes import HostileHub
+from tests.lookalikes import HostileHub, git_blob
 
 MiB = 1024 * 1024
 
@@ -158,3 +158,31 @@ def test_a_server_that_drips_is_cut_as_stalled_and_the_pull_ends(hub, tmp_path, 
     with pytest.raises(errors.DownloadError, match="dropped"):
         Downloader(Transport(hub.url), FetchOptions(retries=1, backoff_s=0.01), lines.append).run([target])
     assert any("Stalled" in line for line in lines)
+
+
+def test_many_files_use_a_bounded_number_of_threads_and_descriptors(hub, tmp_path):
+    import threading
+    import time
+
+    files = {f"f{i:04d}.json": b"x" * (i % 7 + 1) for i in range(1500)}
+    hub.add_repo("o/n", files)
+    peak = {"threads": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak["threads"] = max(peak["threads"], threading.active_count())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    jobs = []
+    for n, d in files.items():
+        j = job(tmp_path, hub, n, d)
+        jobs.append(FileJob(j.name, j.size, "git-blob", git_blob(d), j.target, j.partial_dir, j.url, j.commit))
+    try:
+        outcomes = run(hub, jobs, total=8)
+    finally:
+        stop.set()
+    assert all(o.ok for o in outcomes) and len(outcomes) == 1500
+    assert peak["threads"] < 60  # workers + a hasher per file in flight, not one per file

@@ -107,6 +107,24 @@ def test_a_symlinked_folder_inside_the_model_folder_is_not_a_way_out(hub, projec
     assert tree(outside) == before
 
 
+def test_names_equal_after_unicode_normalisation_are_refused(hub, project):
+    hub.repos[DEMO_REPO_ID].files["caf\u00e9.json"] = b"1"
+    hub.repos[DEMO_REPO_ID].files["cafe\u0301.json"] = b"2"  # the same name on macOS (NFD) and in NFC
+    with pytest.raises(errors.UnsafeName, match="listed twice"):
+        pull(plan_for(project), None, FAST, lambda _: None)
+
+
+def test_a_partial_folder_that_is_a_symlink_is_refused(hub, project, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    model_dir = plan_for(project).model_dir(DEMO_REPO_ID)
+    model_dir.mkdir(parents=True)
+    (model_dir / ".partial").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(errors.UntrustedSource, match="not a plain folder"):
+        pull(plan_for(project), None, FAST, lambda _: None)
+    assert list(outside.iterdir()) == []
+
+
 def test_a_file_that_fails_verification_is_removed_only_inside_the_model_folder(hub, project, tmp_path):
     hub.serve_hook = lambda name, data: data[:-1] + b"X" if name == "model.safetensors" else data
     outside = tmp_path / "proj" / "models" / "model.safetensors"  # a look-alike path one level up
@@ -260,10 +278,13 @@ def test_a_partial_download_is_resumed_and_one_of_another_version_is_removed(hub
     # exactly enough disk for what is missing: accepted, because the partial counts
     monkeypatch.setattr(pull_mod, "disk_free", lambda path: (path, sum(map(len, files.values())) - held))
     hub.bytes_sent = 0
+    hub.seen.clear()
     lines: List[str] = []
     pull(plan, None, FAST, lines.append)
     assert any("resuming a partial download" in line for line in lines)
-    assert hub.bytes_sent == sum(map(len, files.values())) - held
+    asked = [s.headers["range"] for s in hub.file_gets("model.safetensors")]
+    assert sum(int(r.split("-")[1]) + 1 - int(r[6:].split("-")[0]) for r in asked) == len(big) - held
+    assert hub.bytes_sent <= sum(map(len, files.values())) - held  # small files finished in the first run
     # a partial of another version of the file cannot be resumed: removed, and the run says so
     monkeypatch.undo()
     job.partial.write_bytes(b"\0" * len(big))
