@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bootstrap import errors
 from bootstrap.plan import Plan
+from bootstrap.redact import scrub, scrub_obj
 from bootstrap.state import STEPS, State, close_log, open_log, run_lock
 
 
@@ -41,6 +42,10 @@ class StepOutcome:
     seconds: float
     detail: str
     result: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # shown and printed as --json: never a secret
+        self.detail = scrub(self.detail)
+        self.result = scrub_obj(self.result)
 
 
 @dataclass
@@ -127,6 +132,9 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
     try:
         with run_lock(plan.state_dir, wait_s=options.wait_s):
             state = State(plan.state_dir)
+            if state.problem:
+                logger.warning(state.problem)
+                echo(f"warning: {state.problem}")
             log(f"run: model {plan.model_key} ({plan.model.repo_id}), profile {plan.profile_key}, "
                 f"endpoint {plan.endpoint}, manifest {plan.manifest_path}")
             pull_options = PullOptions(
@@ -136,9 +144,15 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
 
             # What is already done (decided without network, hashing or model load)?
             pull_rec = state.get("pull", pull_fingerprint(plan))
-            pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
-                unchanged_since(pull_rec["result"])
-            smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
+            try:
+                pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
+                    unchanged_since(pull_rec["result"])
+                smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a hand-edited record
+                log(f"the state file's pull record is not in the right shape ({type(exc).__name__}); "
+                    "checking the files again")
+                pull_rec, pull_done, smoke_rec = None, False, None
+                state.forget("pull")
             smoke_done = bool(smoke_rec) and "smoke" not in fresh
             clone_rec = state.get("clone", clone_fingerprint(plan))
             clone_done = bool(clone_rec) and "clone" not in fresh and \
