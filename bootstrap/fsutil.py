@@ -137,6 +137,9 @@ def path_error(exc: OSError, path: Path, what: str, *, setting: Optional[str] = 
     elif code == errno.ENOSPC:
         reason = f"no space left on the disk of {path}"
         remedy = f"free space on that disk{other}"
+    elif code == errno.EBUSY:
+        reason = f"{path} is a mount point or in use"
+        remedy = f"use a folder inside it, or unmount it{other}"
     elif code == errno.ENAMETOOLONG:
         reason = f"the path {path} is too long for the file system"
         remedy = f"use a shorter path for {what}"

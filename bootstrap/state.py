@@ -170,6 +170,7 @@ def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> t
     the message and the formatted exception chain; ``secrets`` are registered for that first."""
     for secret in secrets or []:
         add_secret(secret)
+    ensure_private_dir(state_dir)  # named as itself when it is the state folder that cannot be made
     logs = ensure_private_dir(state_dir / "logs", "the log folder")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = logs / f"{name}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.log"
