@@ -149,6 +149,23 @@ def path_error(exc: OSError, path: Path, what: str, *, setting: Optional[str] = 
     return errors.PathError(f"{what}: {reason}", path=str(path), what=what, errno=code, remedy=remedy)
 
 
+def writable_problem(path: Path) -> Optional[str]:
+    """Why a folder could not be made or written at ``path`` (judged at ``path`` or its nearest existing
+    parent), or None. Nothing is created: for ``check``, before any step runs."""
+    path = Path(path)
+    blocker, kind = _blocker(path)
+    if blocker is not None:
+        return f"{blocker} is {kind}, not a folder"
+    probe = next((p for p in [path, *path.parents] if p.exists()), None)
+    if probe is None:
+        return None
+    if _read_only(probe):
+        return f"{probe} is on a read-only file system"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable for this user"
+    return None
+
+
 def ensure_dir(path: Path, what: str, *, private: bool = False, setting: Optional[str] = None) -> Path:
     """Make ``path`` (and its parents) a folder this process can write to; return it.
 

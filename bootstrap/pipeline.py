@@ -7,6 +7,7 @@ hashing and no model load. ``check`` gates work: it runs whenever a later step h
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,9 +15,11 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bootstrap import errors
+from bootstrap.fsutil import path_error
 from bootstrap.plan import Plan
 from bootstrap.redact import scrub, scrub_obj
 from bootstrap.state import STEPS, State, close_log, open_log, run_lock
@@ -110,6 +113,23 @@ def _check_fingerprint(plan: Plan) -> Dict[str, Any]:
             "python": _interpreter(), "platform": platform.platform()}
 
 
+#: errno values of the file system's ordinary failures (not the network's, which are OSErrors too).
+_PATH_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC,
+                errno.ELOOP, errno.ENAMETOOLONG, errno.EBUSY)
+
+
+def _path_failure(plan: Plan, step: str, exc: OSError) -> Optional[errors.BootstrapError]:
+    """A step's unmapped file-system OSError as a PathError naming the path and the setting it lies in."""
+    if isinstance(exc, errors.BootstrapError) or exc.errno not in _PATH_ERRNOS or not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    for what, folder in (("weights.dir", plan.weights_dir), ("source.dir", plan.source_dir.parent),
+                         ("the state folder", plan.state_dir)):
+        if path == folder or folder in path.parents:
+            return path_error(exc, path, what)
+    return path_error(exc, path, f"the {step} step")
+
+
 def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda _: None,
         probes: Any = None) -> RunResult:
     """Run the pipeline. Raises the first failing step's error (after logging it and recording nothing)."""
@@ -169,7 +189,13 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
                 t0 = time.perf_counter()
                 log(f"[{name}] start")
                 try:
-                    out = fn()
+                    try:
+                        out = fn()
+                    except OSError as exc:
+                        mapped = _path_failure(plan, name, exc)
+                        if mapped is None:
+                            raise
+                        raise mapped from exc
                 except (errors.BootstrapError, KeyboardInterrupt) as exc:
                     seconds = time.perf_counter() - t0
                     outcomes.append(StepOutcome(name, "failed", round(seconds, 3), str(exc)))

@@ -252,3 +252,30 @@ def test_a_manifest_nested_a_thousand_levels_deep_in_block_style(cli, tmp_path):
     result = cli("models", "--manifest", str(manifest))
     refused(result, EXIT_USAGE, manifest, "nested more than 32 levels")
     assert re.search(r"deep\.yaml:\d+: ", result.stderr), result.stderr  # the line where it gets too deep
+
+
+# -- weights.dir --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["read-only", "file", "file-above"])
+def test_weights_dir_that_cannot_be_written(how, cli, kit, served, read_only):
+    weights = kit.parent / "models"
+    named = weights
+    if how == "read-only":
+        read_only(weights)
+    elif how == "file":
+        weights.write_text("not a folder\n", encoding="utf-8")
+    else:
+        weights.mkdir()
+        named = weights / "FlagAlpha"  # the owner's folder of weights.dir/owner/name
+        named.write_text("not a folder\n", encoding="utf-8")
+    words = ("read-only file system",) if how == "read-only" else ("is a file, not a folder",)
+    refused(cli("pull", "--manifest", str(kit), "--retries", "0"), EXIT_FAILED, named, "weights.dir", *words)
+    checked = cli("check", "--manifest", str(kit), "--offline", "--json")
+    assert checked.code == EXIT_FAILED, checked.stderr
+    disk = next(c for c in checked.doc["checks"] if c["name"] == "disk")
+    assert disk["status"] == "fail" and str(named) in disk["detail"] and words[0] in disk["detail"], disk
+    ran = cli("run", "--manifest", str(kit), "--offline", "--skip", "smoke")  # check stops the run before work
+    refused(ran, EXIT_FAILED, named, "disk")
+    assert not (kit.parent / "Llama2-Chinese").exists()
+    no_leftovers(kit.parent)
