@@ -102,6 +102,14 @@ def read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+#: errno -> (reason, remedy) where nothing needs looking at: formatted with path, what and other.
+_PLAIN = {
+    errno.ENOSPC: ("no space left on the disk of {path}", "free space on that disk{other}"),
+    errno.EBUSY: ("{path} is a mount point or in use", "use a folder inside it, or unmount it{other}"),
+    errno.ENAMETOOLONG: ("the path {path} is too long for the file system", "use a shorter path for {what}"),
+}
+
+
 def path_error(exc: OSError, path: Path, what: str, *, setting: Optional[str] = None) -> errors.BootstrapError:
     """``exc`` (raised while making, reading or writing ``path``, the ``what``) as a PathError.
 
@@ -134,15 +142,8 @@ def path_error(exc: OSError, path: Path, what: str, *, setting: Optional[str] = 
         else:
             reason = f"{path}: {exc.strerror or exc}"
             remedy = f"check that {path} is a folder that can be written to{other}"
-    elif code == errno.ENOSPC:
-        reason = f"no space left on the disk of {path}"
-        remedy = f"free space on that disk{other}"
-    elif code == errno.EBUSY:
-        reason = f"{path} is a mount point or in use"
-        remedy = f"use a folder inside it, or unmount it{other}"
-    elif code == errno.ENAMETOOLONG:
-        reason = f"the path {path} is too long for the file system"
-        remedy = f"use a shorter path for {what}"
+    elif code in _PLAIN:
+        reason, remedy = (text.format(path=path, what=what, other=other) for text in _PLAIN[code])
     else:
         reason = f"{path}: {exc.strerror or exc}"
         remedy = f"check the path and its permissions{other}"

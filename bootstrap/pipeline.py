@@ -269,5 +269,7 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
         exc.remedy = f"{base} (log: {log_path})"
         raise
     finally:
-        close_log(logger)
+        problem = close_log(logger)
+        if problem:
+            echo(f"warning: {problem}")
     return RunResult(outcomes, str(log_path), time.perf_counter() - started)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -165,6 +166,19 @@ def run_lock(state_dir: Path, *, wait_s: float = 0.0) -> Iterator[Path]:
         lock.release()
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that cannot be written (disk full, ...) neither stops the run nor prints logging's own
+    "--- Logging error ---" traceback: the first error is kept in ``error`` (see :func:`log_problem`)."""
+
+    error: Optional[BaseException] = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if self.error is None:
+            self.error = sys.exc_info()[1]
+
+
+
+
 def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> tuple[logging.Logger, Path]:
     """A fresh log file for this run (mode 0600). Every record is scrubbed (:class:`bootstrap.redact.LogFilter`):
     the message and the formatted exception chain; ``secrets`` are registered for that first."""
@@ -177,7 +191,7 @@ def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> t
     try:
         fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
         os.close(fd)
-        handler = logging.FileHandler(str(path), encoding="utf-8")
+        handler = _LogFile(str(path), encoding="utf-8")
     except OSError as exc:
         raise path_error(exc, path, "the log file", setting=STATE_SETTING) from exc
     logger = logging.getLogger(f"llama_bootstrap.{name}.{os.getpid()}.{stamp}")
@@ -189,7 +203,19 @@ def open_log(state_dir: Path, name: str, *, secrets: Optional[list] = None) -> t
     return logger, path
 
 
-def close_log(logger: logging.Logger) -> None:
+def close_log(logger: logging.Logger) -> Optional[str]:
+    """Close the log; return why (part of) it could not be written, or None."""
+    problem = None
     for handler in list(logger.handlers):
-        handler.close()
+        try:
+            handler.close()
+        except OSError as exc:  # the last flush on a full disk
+            if isinstance(handler, _LogFile) and handler.error is None:
+                handler.error = exc
         logger.removeHandler(handler)
+        error = getattr(handler, "error", None)
+        if error is not None and problem is None:
+            why = getattr(error, "strerror", None) or str(error)
+            problem = f"the log file {getattr(handler, 'baseFilename', '')} could not be written ({why}); " \
+                      "it is incomplete"
+    return problem

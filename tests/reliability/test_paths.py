@@ -25,7 +25,7 @@ import pytest
 
 from bootstrap.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-from .conftest import Result, leftovers, write_manifest
+from .conftest import Result, fill_disk, leftovers, write_manifest
 
 posix = pytest.mark.skipif(os.name != "posix", reason="symlinks, FIFOs and modes as on POSIX")
 pytestmark = posix
@@ -279,3 +279,17 @@ def test_weights_dir_that_cannot_be_written(how, cli, kit, served, read_only):
     refused(ran, EXIT_FAILED, named, "disk")
     assert not (kit.parent / "Llama2-Chinese").exists()
     no_leftovers(kit.parent)
+
+
+def test_a_state_folder_on_a_full_disk(cli, kit, small_disk):
+    """The log cannot be written (the run goes on and says so) and the state file cannot (the step fails)."""
+    disk = small_disk("1m")
+    fill_disk(disk)
+    state = disk / "state"
+    result = cli("clone", "--manifest", str(kit), env={**cli.env, "LLAMA_BOOTSTRAP_STATE_DIR": str(state)})
+    refused(result, EXIT_FAILED, state / "state.json", "the state file", "no space left")
+    assert "Logging error" not in result.stderr  # logging's own traceback for a log it cannot write
+    assert "warning: the log file" in result.stderr and "could not be written" in result.stderr
+    assert not (state / "state.json").exists()
+    no_leftovers(disk)  # no temp state file
+    no_leftovers(kit.parent)  # the clone (on another disk) is whole: moved into place, or not there
