@@ -28,6 +28,7 @@ from bootstrap.checks_base import (  # noqa: F401 - re-exported: the public name
     Report,
 )
 from bootstrap.checks_host import check_cpu, check_memory, load_estimate
+from bootstrap.fsutil import writable_problem
 from bootstrap.plan import Plan
 from bootstrap.probes import Probes
 
@@ -246,6 +247,11 @@ def check_disk(plan: Plan, facts: Facts) -> CheckResult:
     need = max(0.0, want - present) + margin
     where, free = facts.probes.disk_free(plan.weights_dir)
     data = {"path": str(where), "free_bytes": free, "need_bytes": int(need), "present_bytes": present}
+    folders = [plan.model_dir(r) for r in (model.repo_id, model.base if model.kind == "lora" else None) if r]
+    unwritable = next((p for p in map(writable_problem, folders) if p), None)
+    if unwritable:
+        return CheckResult("disk", FAIL, f"weights.dir cannot be written: {unwritable}",
+                           "make it writable for this user, or set weights.dir to a folder on a writable disk", data)
     detail = f"{free / GB:.1f} GB free at {where}; need {need / GB:.1f} GB ({plan.model_key} + " \
              f"{plan.manifest.requirements.disk_margin_gb:g} GB margin)"
     if free < need:

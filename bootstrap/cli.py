@@ -8,6 +8,7 @@ are imported inside the commands that need them, never at import time.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 import traceback
@@ -16,9 +17,9 @@ from typing import Callable, List, Optional, Sequence
 
 import click
 
-from bootstrap import __version__
+from bootstrap import __version__, redact
 from bootstrap import settings as settings_mod
-from bootstrap.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, outcome
+from bootstrap.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, outcome, unexpected
 from bootstrap.output import print_check_report, print_json, print_models, print_run_result, say
 from bootstrap.state import STEPS
 
@@ -308,11 +309,34 @@ def _report_error(message: str, remedy: Optional[str], kind: str, code: int, as_
                                                  "exit_code": code}})
 
 
+def _print_traceback(exc: BaseException) -> None:
+    """The traceback with its whole exception chain, scrubbed of secrets, on stderr."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    say(text.rstrip("\n"), err=True)
+
+
+def _show_click_error(exc: click.ClickException) -> None:
+    text = io.StringIO()
+    exc.show(file=text)
+    say(text.getvalue().rstrip("\n"), err=True)
+
+
 def run_cli(argv: Optional[List[str]] = None) -> int:
-    """Run the CLI; turn every known error into a message and return the exit code."""
+    """Run the CLI; turn every known error into a message and return the exit code.
+
+    Secrets from the environment are registered first; from then on everything printed, on purpose or
+    by a library, is scrubbed (:mod:`bootstrap.redact`). An unknown exception is a bug: its traceback is
+    shown (scrubbed) and the exit code is 1.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = settings_mod.from_env().debug
-    as_json = _json_requested(args)
+    settings = settings_mod.from_env()
+    for secret in settings.secrets:
+        redact.add_secret(secret)
+    with redact.scrubbed_std_streams():
+        return _run_cli(args, settings.debug, _json_requested(args))
+
+
+def _run_cli(args: List[str], debug: bool, as_json: bool) -> int:
     try:
         code = cli.main(args=args, prog_name="llama-bootstrap", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -323,18 +347,17 @@ def run_cli(argv: Optional[List[str]] = None) -> int:
         code = out.code
     except click.ClickException as exc:
         if debug:
-            traceback.print_exc()
-        exc.show()
+            _print_traceback(exc)
+        _show_click_error(exc)
         code = EXIT_USAGE if isinstance(exc, click.UsageError) else (exc.exit_code or EXIT_USAGE)
         if as_json:
             print_json({"status": "error", "error": {"kind": type(exc).__name__, "message": exc.format_message(),
                                                      "remedy": None, "exit_code": code}})
-    except Exception as exc:  # noqa: BLE001 - mapped below; unknown ones are re-raised
+    except Exception as exc:  # noqa: BLE001 - known ones mapped; unknown ones shown as a bug
         out = outcome(exc)
-        if out is None:
-            raise
-        if debug:
-            traceback.print_exc()
+        if out is None or debug:
+            _print_traceback(exc)
+        out = out or unexpected(exc)
         _report_error(out.message, out.remedy, out.kind, out.code, as_json)
         code = out.code
     return code if isinstance(code, int) else EXIT_OK

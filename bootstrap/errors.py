@@ -250,3 +250,18 @@ class LockDrift(StepFailed):
     def __init__(self, message: str, *, diff: list, remedy: Optional[str] = None) -> None:
         super().__init__(message, remedy=remedy)
         self.diff = diff
+
+
+class PathError(StepFailed):
+    """A folder or file the tool needs cannot be made, read or written: read-only disk, permission denied,
+    a file (or a symlink to one) where a folder should be, disk full, a symlink loop.
+
+    ``what`` says what the path is for ("weights.dir", "the state folder", ...); ``errno`` is the OS's.
+    """
+
+    def __init__(self, message: str, *, path: str, what: str, errno: Optional[int] = None,
+                 remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.path = path
+        self.what = what
+        self.errno = errno

@@ -7,8 +7,8 @@ Exit codes (documented in the README):
   3  another llama-bootstrap run holds the lock
   130 interrupted (Ctrl-C); state is consistent, run again to continue
 
-Unknown exceptions are re-raised (a bug should show a traceback); tracebacks of known errors
-only with LLAMA_BOOTSTRAP_DEBUG=1.
+An unknown exception is a bug: the CLI shows its traceback (scrubbed of secrets) and exits 1
+(:func:`unexpected`); tracebacks of known errors only with LLAMA_BOOTSTRAP_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _where(exc: errors.ManifestError) -> str:
 
 
 def outcome(exc: BaseException) -> Optional[Outcome]:
-    """The outcome of a known error, or None when ``exc`` is not ours (the caller re-raises)."""
+    """The outcome of a known error, or None when ``exc`` is not ours (see :func:`unexpected`)."""
     if isinstance(exc, KeyboardInterrupt):
         return Outcome(EXIT_INTERRUPTED, "Interrupted", "interrupted",
                        "nothing half-written was kept; run the same command again to continue")
@@ -57,3 +57,9 @@ def outcome(exc: BaseException) -> Optional[Outcome]:
     if isinstance(exc, errors.Interrupted):
         return Outcome(EXIT_INTERRUPTED, kind, str(exc), exc.remedy)
     return Outcome(EXIT_FAILED, kind, str(exc), exc.remedy)
+
+
+def unexpected(exc: BaseException) -> Outcome:
+    """The outcome of an exception that is not ours: a bug, reported with its traceback."""
+    return Outcome(EXIT_FAILED, "InternalError", f"unexpected {type(exc).__name__}: {exc}",
+                   "this is a bug in llama-bootstrap: please report it with the traceback above")

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 import yaml
 
 from bootstrap.errors import ManifestError
+from bootstrap.fsutil import NotARegularFile, read_regular
 from bootstrap.schema import Invalid, Loc, Problem, Rule, Section, mapping, section, sequence, value
 from bootstrap.schema import json_schema as _schema_of
 from bootstrap.urls import check_endpoint, check_mirror_url, check_source_url
@@ -23,6 +24,7 @@ from bootstrap.urls import check_endpoint, check_mirror_url, check_source_url
 MANIFEST_VERSION = 1
 DEFAULT_MANIFEST_NAME = "manifest.yaml"
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_DEPTH = 32  # nesting of mappings and lists; the manifest needs 3
 PRECISIONS = ("auto", "fp16", "bf16", "int8", "int4", "fp32")
 GPU_POLICIES = ("required", "preferred", "none")
 SOURCE_KINDS = ("hub", "modelscope", "dir")
@@ -239,7 +241,11 @@ class Manifest(Section):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases (no alias bombs, no self-references); duplicates are checked after."""
+    """SafeLoader without anchors/aliases (no alias bombs, no self-references) and nested at most MAX_DEPTH
+    levels (composing is recursive: thousands of levels would end in RecursionError); duplicates are
+    checked after."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -247,7 +253,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 None, None, "anchors and aliases (*name) are not allowed in the manifest; write the value out",
                 self.peek_event().start_mark,
             )
-        return super().compose_node(parent, index)
+        if not self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep; a manifest needs 3",
+                self.peek_event().start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _check_duplicates(node: yaml.Node, path: Tuple[str, ...] = ()) -> None:
@@ -309,11 +326,14 @@ def parse_manifest(text: str, *, source: str = DEFAULT_MANIFEST_NAME, cls: Type[
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         hint = " (YAML does not allow tabs for indentation; use spaces)" if "'\\t'" in problem else ""
-        raise error(
-            f"invalid YAML: {problem}{hint}", path=source, line=line, remedy="fix the YAML syntax at that line"
-        ) from exc
+        remedy = "fix the YAML syntax at that line" if "nested more than" not in problem else \
+            "write the values out flat, as in the repository's manifest.yaml"
+        raise error(f"invalid YAML: {problem}{hint}", path=source, line=line, remedy=remedy) from exc
     except yaml.YAMLError as exc:
         raise error(f"invalid YAML: {exc}", path=source, remedy="fix the YAML syntax") from exc
+    except RecursionError:  # a backstop: MAX_DEPTH stops nesting long before the stack ends
+        raise error(f"nested too deeply (more than {MAX_DEPTH} levels)", path=source,
+                            remedy="start from the repository's manifest.yaml") from None
     finally:
         loader.dispose()
     if data is None:
@@ -364,17 +384,18 @@ def load_manifest(path: Path, *, cls: Type[Any] = None, error: Type[ManifestErro
             remedy=f"pass the file, e.g. {path / DEFAULT_MANIFEST_NAME}" if what == "manifest" else None,
         )
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        raw = read_regular(path, MAX_MANIFEST_BYTES)  # a FIFO or device is refused, never read
     except FileNotFoundError:
         raise error(
             "no such file", path=shown,
             remedy="pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST (the repository ships manifest.yaml)"
             if what == "manifest" else None,
         ) from None
+    except NotARegularFile as exc:
+        raise error(f"{exc.kind}, not a {what} file", path=shown,
+                    remedy=f"pass the {what} file itself (pipes and devices are not read)") from None
     except OSError as exc:
-        raise error(f"cannot read: {exc.strerror}", path=shown,
-                            remedy="check the path and its permissions") from None
+        raise error(f"cannot read: {exc.strerror}", path=shown, remedy="check the path and its permissions") from None
     if len(raw) > MAX_MANIFEST_BYTES:
         raise error(f"larger than {MAX_MANIFEST_BYTES} bytes; not a {what}", path=shown)
     try:

@@ -7,6 +7,7 @@ hashing and no model load. ``check`` gates work: it runs whenever a later step h
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,10 +15,13 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bootstrap import errors
+from bootstrap.fsutil import path_error
 from bootstrap.plan import Plan
+from bootstrap.redact import scrub, scrub_obj
 from bootstrap.state import STEPS, State, close_log, open_log, run_lock
 
 
@@ -44,6 +48,10 @@ class StepOutcome:
     seconds: float
     detail: str
     result: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # shown and printed as --json: never a secret
+        self.detail = scrub(self.detail)
+        self.result = scrub_obj(self.result)
 
 
 @dataclass
@@ -123,6 +131,23 @@ def _check_fingerprint(plan: Plan) -> Dict[str, Any]:
             "python": _interpreter(), "platform": platform.platform()}
 
 
+#: errno values of the file system's ordinary failures (not the network's, which are OSErrors too).
+_PATH_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC,
+                errno.ELOOP, errno.ENAMETOOLONG, errno.EBUSY)
+
+
+def _path_failure(plan: Plan, step: str, exc: OSError) -> Optional[errors.BootstrapError]:
+    """A step's unmapped file-system OSError as a PathError naming the path and the setting it lies in."""
+    if isinstance(exc, errors.BootstrapError) or exc.errno not in _PATH_ERRNOS or not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    for what, folder in (("weights.dir", plan.weights_dir), ("source.dir", plan.source_dir.parent),
+                         ("the state folder", plan.state_dir)):
+        if path == folder or folder in path.parents:
+            return path_error(exc, path, what)
+    return path_error(exc, path, f"the {step} step")
+
+
 def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda _: None,
         probes: Any = None) -> RunResult:
     """Run the pipeline. Raises the first failing step's error (after logging it and recording nothing)."""
@@ -145,6 +170,9 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
     try:
         with run_lock(plan.state_dir, wait_s=options.wait_s):
             state = State(plan.state_dir)
+            if state.problem:
+                logger.warning(state.problem)
+                echo(f"warning: {state.problem}")
             log(f"run: model {plan.model_key} ({plan.model.repo_id}), profile {plan.profile_key}, "
                 f"endpoint {plan.endpoint}, manifest {plan.manifest_path}")
             pull_options = PullOptions(
@@ -155,10 +183,16 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
 
             # What is already done (decided without network, hashing or model load)?
             pull_rec = state.get("pull", pull_fingerprint(plan))
-            pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
-                unchanged_since(pull_rec["result"]) and \
-                (options.allow_size_only or not any(r.get("size_only") for r in pull_rec["result"]["repos"]))
-            smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
+            try:
+                pull_done = bool(pull_rec) and "pull" not in fresh and not options.verify and \
+                    unchanged_since(pull_rec["result"]) and \
+                    (options.allow_size_only or not any(r.get("size_only") for r in pull_rec["result"]["repos"]))
+                smoke_rec = state.get("smoke", smoke_fingerprint(plan, pull_rec["result"])) if pull_done else None
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a hand-edited record
+                log(f"the state file's pull record is not in the right shape ({type(exc).__name__}); "
+                    "checking the files again")
+                pull_rec, pull_done, smoke_rec = None, False, None
+                state.forget("pull")
             smoke_done = bool(smoke_rec) and "smoke" not in fresh
             clone_rec = state.get("clone", clone_fingerprint(plan))
             clone_done = bool(clone_rec) and "clone" not in fresh and \
@@ -175,7 +209,13 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
                 t0 = time.perf_counter()
                 log(f"[{name}] start")
                 try:
-                    out = fn()
+                    try:
+                        out = fn()
+                    except OSError as exc:
+                        mapped = _path_failure(plan, name, exc)
+                        if mapped is None:
+                            raise
+                        raise mapped from exc
                 except (errors.BootstrapError, KeyboardInterrupt) as exc:
                     seconds = time.perf_counter() - t0
                     outcomes.append(StepOutcome(name, "failed", round(seconds, 3), str(exc)))
@@ -245,5 +285,7 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
         exc.remedy = f"{base} (log: {log_path})"
         raise
     finally:
-        close_log(logger)
+        problem = close_log(logger)
+        if problem:
+            echo(f"warning: {problem}")
     return RunResult(outcomes, str(log_path), time.perf_counter() - started)

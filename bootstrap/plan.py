@@ -90,7 +90,26 @@ def build_plan(overrides: Overrides, settings: Settings, *, cwd: Optional[Path] 
     return resolve(manifest, path, overrides, settings)
 
 
+def check_token(token: Optional[str], variable: str) -> None:
+    """A token must be sendable as an HTTP header value: visible ASCII only. Raises UsageError (never
+    showing the value)."""
+    if token is None:
+        return
+    for i, char in enumerate(token):
+        if "\x21" <= char <= "\x7e":
+            continue
+        what = ("a line break" if char in "\r\n" else "a control character" if ord(char) < 32 or ord(char) == 127
+                else "a space" if char.isspace() else "a non-ASCII character")
+        raise UsageError(
+            f"{variable} cannot be sent as an HTTP header: it contains {what} (character {i + 1} of "
+            f"{len(token)}; the value is not shown)", argument=variable,
+            remedy=f"set {variable} to the token exactly as the Hub shows it: one word of letters, digits and "
+                   "punctuation, no spaces or line breaks",
+        )
+
+
 def resolve(manifest: Manifest, path: Path, overrides: Overrides, settings: Settings) -> Plan:
+    check_token(settings.hf_token, settings.hf_token_var)
     model_key, model_from = _pick(overrides.model, "--model", settings.model, "LLAMA_BOOTSTRAP_MODEL", manifest.model)
     if model_key not in manifest.models:
         raise UsageError(

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from bootstrap import errors, weightslock
 from bootstrap.fetch import DEFAULT_PER_FILE, DEFAULT_TOTAL, FetchOptions, FileJob, remove_partial, resumable_bytes
 from bootstrap.fetch import stale_partial as _stale
+from bootstrap.fsutil import path_error
 from bootstrap.integrity import git_blob_sha1, sha256_file
 from bootstrap.names import ModelFolder, check_names
 from bootstrap.plan import Plan
@@ -402,12 +403,7 @@ def _os_error(exc: OSError, path: Path) -> errors.BootstrapError:
         return errors.DiskSpaceError(f"disk full at {path}", path=str(path),
                                      remedy="free space (or set weights.dir to a bigger disk) and run again: the "
                                      "download resumes")
-    what = {errno.EROFS: "is on a read-only filesystem", errno.EACCES: "is not writable (permission denied)",
-            errno.EPERM: "is not writable (operation not permitted)", errno.ENOTDIR: "has a file where a folder "
-            "should be", errno.EEXIST: "has a file in the way"}.get(exc.errno or 0,
-                                                                    f"cannot be written ({exc.strerror})")
-    return errors.StepFailed(f"weights.dir: {exc.filename or path} {what}",
-                             remedy="set weights.dir in the manifest to a writable folder, or fix its permissions")
+    return path_error(exc, Path(exc.filename) if exc.filename else path, "weights.dir")
 
 
 # -- the step -------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence
 
 from bootstrap.errors import CheckoutConflict, CloneError, ToolMissing
+from bootstrap.fsutil import ensure_dir, path_error
 
 TMP_MARK = ".tmp-clone-"
+WHAT = "source.dir"
 # Abort a transfer that stays below 1 kB/s for 60 s instead of hanging on a dead link.
 GIT_NETWORK_OPTS = ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60", "-c", "core.askPass="]
 
@@ -82,11 +84,27 @@ def _explain(stderr: str, url: str) -> CloneError:
 
 
 def _stale_temps(target: Path) -> List[Path]:
-    return list(target.parent.glob(f".{target.name}{TMP_MARK}*")) if target.parent.is_dir() else []
+    try:
+        return list(target.parent.glob(f".{target.name}{TMP_MARK}*")) if target.parent.is_dir() else []
+    except OSError:  # an unreadable parent: reported when the parent is checked
+        return []
+
+
+def _is_empty_dir(target: Path) -> bool:
+    try:
+        return target.is_dir() and not any(target.iterdir())
+    except OSError as exc:
+        raise path_error(exc, target, WHAT) from exc
 
 
 def inspect_checkout(git: Git, target: Path, url: str, ref: str) -> CloneResult:
     """An existing checkout: the pinned one (returned) or a conflict (raised)."""
+    if not target.is_dir():
+        kind = "a dangling symlink" if target.is_symlink() and not target.exists() else "a file"
+        raise CheckoutConflict(
+            f"{WHAT}: {target} is {kind}, not a folder", target=str(target),
+            remedy="move it away or set source.dir to another folder; it is never overwritten",
+        )
     if not (target / ".git").exists():
         raise CheckoutConflict(
             f"{target} exists and is not a git checkout", target=str(target),
@@ -118,9 +136,9 @@ def clone(url: str, ref: str, target: Path, *, git: Optional[Git] = None) -> Clo
     git = git or Git()
     for stale in _stale_temps(target):  # left by a killed run (callers hold the run lock)
         shutil.rmtree(stale, ignore_errors=True)
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+    if (target.exists() or target.is_symlink()) and not _is_empty_dir(target):
         return inspect_checkout(git, target, url, ref)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(target.parent, WHAT)
     tmp = target.parent / f".{target.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     try:
         proc = git(*GIT_NETWORK_OPTS, "clone", "--no-checkout", "--quiet", "--", url, str(tmp))
@@ -138,9 +156,12 @@ def clone(url: str, ref: str, target: Path, *, git: Optional[Git] = None) -> Clo
         if head != ref:
             raise CloneError(f"checkout verification failed: HEAD is {head}, want {ref}",
                              remedy="the source may have been tampered with; check source.url")
-        if target.exists():
-            target.rmdir()  # an empty folder, checked above
-        os.replace(tmp, target)
+        try:
+            if target.exists():
+                target.rmdir()  # an empty folder, checked above
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise path_error(exc, target, WHAT) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

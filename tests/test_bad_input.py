@@ -10,6 +10,7 @@ and the line, print no traceback, and write nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,12 +23,13 @@ import pytest
 from helpers_core import BAD_DIR, SHIPPED_MANIFEST, bootstrap_cmd, clean_env, listing, shipped_text
 
 MARKER = b"# <-- defect"
-TIMEOUT_S = 30
+TIMEOUT_S = 30  # a manifest that blocks (a FIFO) or never ends (a device) would be caught here
+POSIX = pytest.mark.skipif(os.name != "posix", reason="named pipes and /dev are POSIX")
 
 
 @dataclass(frozen=True)
 class Case:
-    manifest: str  # a corpus file name, or "shipped", "a-directory", "missing"
+    manifest: str  # a corpus file name, or "shipped", "a-directory", "missing", "a-fifo", a /dev/ path
     names: Tuple[str, ...]  # what stderr must name: the field, argument or variable (and the problem)
     line: object = True  # True: stderr names the line of the "# <-- defect" comment; "any": some line
     command: Tuple[str, ...] = ("models",)
@@ -52,6 +54,7 @@ CASES = [
                  id="alias-recursive"),
     pytest.param(Case("alias-billion-laughs.yaml", ("aliases",), line="any", timeout=3),
                  id="alias-billion-laughs"),
+    pytest.param(Case("nested-5000-deep.yaml", ("invalid YAML", "nested more than")), id="nested-5000-deep"),
     # -- types and ranges
     pytest.param(Case("size-gb-string.yaml", ("models.llama2-chinese-7b-chat.size_gb", "number")),
                  id="size_gb-string"),
@@ -95,6 +98,9 @@ CASES = [
     # -- the file itself
     pytest.param(Case("a-directory", ("is a directory",), line=False), id="manifest-is-a-directory"),
     pytest.param(Case("missing", ("no such file",), line=False), id="manifest-missing"),
+    pytest.param(Case("a-fifo", ("named pipe",), line=False), id="manifest-is-a-fifo", marks=POSIX),
+    pytest.param(Case("/dev/null", ("character device",), line=False), id="manifest-is-dev-null", marks=POSIX),
+    pytest.param(Case("/dev/zero", ("character device",), line=False), id="manifest-is-dev-zero", marks=POSIX),
     pytest.param(Case("missing", ("no such file", "nope.yaml"), line=False,
                       env={"LLAMA_BOOTSTRAP_MANIFEST": "nope.yaml"}), id="env-manifest-missing"),
     # -- command line and environment (the manifest is the shipped one)
@@ -119,6 +125,8 @@ CASES = [
     pytest.param(Case("shipped", ("LLAMA_BOOTSTRAP_SOURCES", "gopher"), line=False, command=("check", "--offline"),
                       env={"LLAMA_BOOTSTRAP_SOURCES": "hub;gopher://x"}), id="env-sources-bad"),
     pytest.param(Case("shipped", ("--bogus",), line=False, args=("--bogus",)), id="flag-unknown-option"),
+    pytest.param(Case("shipped", ("HF_TOKEN", "line break"), line=False, env={"HF_TOKEN": "tok-pasted\ntwice"}),
+                 id="env-token-with-a-newline"),
     pytest.param(Case("gpu-maybe.yaml", ("requirements.gpu",), command=("check", "--offline")),
                  id="check-reads-the-same-manifest"),
 ]
@@ -141,6 +149,11 @@ def _prepare(case: Case, kit: Path) -> Tuple[Path, Optional[Path]]:
         return kit, None
     if case.manifest == "missing":
         return kit / "nope.yaml", None
+    if case.manifest == "a-fifo":  # no writer ever opens it: reading would wait forever
+        os.mkfifo(kit / "manifest.yaml")
+        return kit / "manifest.yaml", None
+    if case.manifest.startswith("/dev/"):
+        return Path(case.manifest), None
     source = BAD_DIR / case.manifest
     target = kit / "manifest.yaml"
     shutil.copyfile(source, target)

@@ -195,12 +195,15 @@ def test_json_error_document_for_a_bad_option() -> None:
 
 
 def test_unknown_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug shows its traceback (printed by us, scrubbed of secrets) and exits 1, in --json too."""
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(checks, "run_checks", boom)
-    result = invoke("check", "--offline", "--manifest", str(SHIPPED_MANIFEST))
-    assert isinstance(result.exception, RuntimeError)
+    result = invoke("check", "--offline", "--json", "--manifest", str(SHIPPED_MANIFEST))
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr and "RuntimeError: a bug" in result.stderr
+    assert json.loads(result.stdout)["error"]["kind"] == "InternalError"
 
 
 def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
