@@ -1,6 +1,6 @@
 """Structural checks that need neither conda nor PowerShell: shellcheck, a PowerShell parse with
-tree-sitter, parity between the two scripts (flags, variables, steps: parsed from the scripts), the
-workflows, and the pip locks."""
+tree-sitter, parity between the two scripts (flags, variables, steps, exit codes, rules: parsed from
+the scripts), and the pip locks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from .conftest import REPO
 
@@ -233,31 +232,7 @@ def test_pinned_values_agree() -> None:
             assert sha in (REPO / "docs" / "installers.md").read_text(), f"{sha} is not documented"
 
 
-# ---- workflows --------------------------------------------------------------------------------
-def _workflow(name: str) -> dict:
-    data = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
-    assert isinstance(data, dict)
-    return data
-
-
-def test_provision_workflow_runs_both_installers_in_demo_mode() -> None:
-    wf = _workflow("provision.yml")
-    assert set(wf["jobs"]) == {"linux", "windows"}
-    assert wf["jobs"]["linux"]["runs-on"] == "ubuntu-latest"
-    assert wf["jobs"]["windows"]["runs-on"] == "windows-latest"
-    linux = " ".join(str(step.get("run", "")) for step in wf["jobs"]["linux"]["steps"])
-    windows = " ".join(str(step.get("run", "")) for step in wf["jobs"]["windows"]["steps"])
-    assert "./install.sh --demo" in linux and "--dry-run" in linux
-    assert ".\\install.ps1 -Demo" in windows and "-DryRun" in windows
-    assert any(step.get("shell") == "powershell" for step in wf["jobs"]["windows"]["steps"])  # 5.1, not pwsh
-
-
-def test_relock_workflow_runs_the_lock_command_and_proposes_the_diff() -> None:
-    wf = _workflow("relock.yml")
-    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as True
-    assert "workflow_dispatch" in triggers and "schedule" in triggers
-    steps = " ".join(str(step.get("run", "")) for step in wf["jobs"]["relock"]["steps"])
-    assert "llama-bootstrap lock" in steps and "gh pr create" in steps
+# The workflows and the composite action: test_workflows.py.
 
 
 # ---- pip locks --------------------------------------------------------------------------------

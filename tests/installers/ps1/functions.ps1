@@ -65,7 +65,7 @@ try {
     Assert-Equal 'conda.exe is kept' $exe (Resolve-CondaExe $exe)
 
     # ---- writability probe leaves nothing behind -----------------------------------------------------
-    Assert-Equal 'writable temp dir' $true (Test-WritableDir (Join-Path $tmp 'new\deeper'))
+    Assert-Equal 'writable temp dir' $true (Test-WritableDir (Join-Path (Join-Path $tmp 'new') 'deeper'))
     Assert-Equal 'probe left nothing' 2 (@(Get-ChildItem -LiteralPath $tmp -Force).Count)
 
     # ---- the env prefix: asked from (stand-in) conda, conda's rule applied ---------------------------
