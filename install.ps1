@@ -401,7 +401,7 @@ function Resolve-CondaExe([string]$Path) {
     if ($extension -ne '.bat' -and $extension -ne '.cmd') { return $Path }
     $name = [System.IO.Path]::GetFileNameWithoutExtension($Path)
     $folder = Split-Path -Parent $Path
-    foreach ($exe in @((Join-Path (Split-Path -Parent $folder) "Scripts\$name.exe"), (Join-Path $folder "$name.exe"))) {
+    foreach ($exe in @((Join-Path (Join-Path (Split-Path -Parent $folder) 'Scripts') "$name.exe"), (Join-Path $folder "$name.exe"))) {
         if (Test-Path -LiteralPath $exe -PathType Leaf) { return $exe }
     }
     Stop-Install ("found $Path, a batch file, and no $name.exe next to it; llama-bootstrap calls conda.exe`n" +

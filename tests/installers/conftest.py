@@ -37,6 +37,20 @@ _LEAKY = (
 _CONDAS = ("conda", "mamba", "micromamba")
 
 
+def system_bin(root: Path, hide: tuple[str, ...] = ()) -> Path:
+    """A folder under root of links to the system's commands, without any conda (one on this machine
+    must not change what the tests see) and without the `hide`n ones: the system part of a PATH."""
+    folder = root / ("sysbin-" + "-".join(hide) if hide else "sysbin")
+    folder.mkdir()
+    for system in ("/usr/local/bin", "/usr/bin", "/bin"):
+        if not os.path.isdir(system):
+            continue
+        for tool in sorted(os.listdir(system)):
+            if tool not in _CONDAS + hide and not (folder / tool).exists():
+                (folder / tool).symlink_to(os.path.join(system, tool))
+    return folder
+
+
 class Run(NamedTuple):
     returncode: int
     stdout: str
@@ -73,17 +87,7 @@ class Sandbox:
             del self.env[key]
 
     def system_bin(self, hide: tuple[str, ...] = ()) -> Path:
-        """A folder of links to the system's commands, without any conda (another one on this machine
-        must not change what the tests see) and without the `hide`n ones."""
-        folder = self.root / ("sysbin-" + "-".join(hide) if hide else "sysbin")
-        folder.mkdir()
-        for system in ("/usr/local/bin", "/usr/bin", "/bin"):
-            if not os.path.isdir(system):
-                continue
-            for tool in sorted(os.listdir(system)):
-                if tool not in _CONDAS + hide and not (folder / tool).exists():
-                    (folder / tool).symlink_to(os.path.join(system, tool))
-        return folder
+        return system_bin(self.root, hide)
 
     @property
     def prefix(self) -> Path:

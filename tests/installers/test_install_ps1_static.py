@@ -54,7 +54,7 @@ def test_a_batch_file_conda_is_never_invoked() -> None:
     assignments = re.findall(r"\$script:CondaBin = ([^;\n]+)", find)
     assert assignments == ["''", "Resolve-CondaExe $env:CONDA_EXE", "Resolve-CondaExe $cmd.Source", "$exe"]
     resolve = _body(PS1, "\nfunction Resolve-CondaExe(")
-    assert "'.bat'" in resolve and "'.cmd'" in resolve and 'Scripts\\$name.exe' in resolve
+    assert "'.bat'" in resolve and "'.cmd'" in resolve and "'Scripts') \"$name.exe\"" in resolve
 
 
 def test_the_temporary_folder_goes_in_a_finally() -> None:
