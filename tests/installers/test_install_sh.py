@@ -8,6 +8,7 @@ test_install_demo.py (venv fallback); the real CLI behind the hand-off in test_o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 from .conftest import Sandbox, closed_port, tree_listing
@@ -96,6 +97,8 @@ def test_the_standin_places_named_envs_like_conda_would(sandbox: Sandbox) -> Non
     assert proc.returncode == 0, proc.stderr
     assert (sandbox.home / ".conda" / "envs" / "myenv" / "bin" / "python").exists()
     assert not (sandbox.conda_base / "envs" / "myenv").exists()
+    listed = sandbox.call("conda env list --json", STANDIN_BASE_READONLY="1")
+    assert json.loads(listed.stdout) == {"envs": [str(sandbox.conda_base), str(sandbox.home / ".conda/envs/myenv")]}
 
 
 def test_read_only_base_puts_the_env_in_the_users_envs_dir(sandbox: Sandbox) -> None:
@@ -166,7 +169,6 @@ def test_no_writable_envs_dir_is_a_clear_error(sandbox: Sandbox) -> None:
 
 def test_the_awk_readers_under_every_awk_here(sandbox: Sandbox) -> None:
     """The JSON and manifest readers are plain awk; run them under each awk this machine has."""
-    import json
     import shutil
 
     from .conftest import FIXTURES
@@ -245,8 +247,6 @@ def test_incomplete_pip_lock_is_refused(sandbox: Sandbox) -> None:
 
 def test_manifest_reading_follows_the_shared_rules(sandbox: Sandbox) -> None:
     """install.ps1's Read-ManifestValue is held to the same fixture by tests/installers/ps1/functions.ps1."""
-    import json
-
     from .conftest import FIXTURES
 
     assert b"\r\n" in (FIXTURES / "manifest-values.yaml").read_bytes()  # a manifest saved on Windows
