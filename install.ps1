@@ -4,11 +4,15 @@
 
 .DESCRIPTION
     Mirror image of install.sh, function for function. Finds conda/mamba/micromamba, else downloads a
-    pinned, sha256-checked Miniforge3 and installs it unattended; creates the conda env from the
-    explicit lock conda-win-64.lock (or keeps it if it already matches); pip-installs the hash-locked
-    layer requirements\win-64-<torch>.txt inside it; installs the bootstrapper; hands off to
-    `llama-bootstrap run` (or `llama-bootstrap demo`). Every setting is an environment variable
+    pinned, sha256-checked Miniforge3 and installs it unattended; asks conda where the env lives (or
+    goes); checks the prerequisites (git, disk, a prefix Miniforge's installer accepts) before any
+    download; creates the conda env by that prefix from the explicit lock conda-win-64.lock (or keeps
+    it if it already matches); pip-installs the hash-locked layer requirements\win-64-<torch>.txt
+    inside it; installs the bootstrapper; hands off to `llama-bootstrap run` (or `llama-bootstrap
+    demo`) and exits with its exit code. Every setting is an environment variable
     (LLAMA_BOOTSTRAP_*); parameters are conveniences over them. Reference: docs\installers.md.
+
+    Run it with: powershell -NoProfile -ExecutionPolicy Bypass -File .\install.ps1 [parameters]
 
     Test hook (no parameter): LLAMA_BOOTSTRAP_MINIFORGE_URL, the base URL Miniforge is fetched from
     (https; http only for 127.0.0.1/localhost).
@@ -31,6 +35,8 @@
     LLAMA_BOOTSTRAP_SKIP_SMOKE: skip the smoke test
 .PARAMETER Demo
     LLAMA_BOOTSTRAP_DEMO: offline demo (tiny local model) instead of the real model
+.PARAMETER InstallOnly
+    LLAMA_BOOTSTRAP_INSTALL_ONLY: install, then print the env's python on stdout; no hand-off
 .PARAMETER DryRun
     LLAMA_BOOTSTRAP_DRY_RUN: print the plan, change nothing
 .PARAMETER Yes
@@ -45,11 +51,16 @@
 .NOTES
     -Debug (PowerShell's common parameter) sets LLAMA_BOOTSTRAP_DEBUG: trace commands, tracebacks.
 
+    Exit codes: 0 ok; 1 a step or check failed; 2 bad input (parameter, variable, manifest; a
+    parameter PowerShell itself refuses, such as -Torch CPU or a stray --yes, also exits non-zero);
+    3 another llama-bootstrap run holds the lock; 130 interrupted. The hand-off's code is passed through.
+
     Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
       parse_args             <-> Read-Options
       detect_platform        <-> Get-Platform
       select_locks           <-> Select-Locks
       find_conda             <-> Find-Conda
+      check_prerequisites    <-> Test-Prerequisites
       start_log              <-> Start-Log
       print_plan             <-> Write-Plan
       install_miniforge      <-> Install-Miniforge
@@ -60,19 +71,23 @@
       hand_off               <-> Invoke-HandOff
 
 .EXAMPLE
-    powershell -ExecutionPolicy Bypass -File .\install.ps1 -Profile cn -Yes
+    powershell -NoProfile -ExecutionPolicy Bypass -File .\install.ps1 -Profile cn -Yes
 #>
-[CmdletBinding()]
+# PositionalBinding=$false: a stray argument (`.\install.ps1 --yes`) is refused, not taken as -Manifest.
+[CmdletBinding(PositionalBinding = $false)]
 param(
     [string]$Manifest,
     [string]$EnvName,
     [string]$Model,
+    [ValidateSet('global', 'cn', IgnoreCase = $false)]
     [string]$Profile,
     [string]$CondaPrefix,
+    [ValidateSet('auto', 'cuda', 'cpu', IgnoreCase = $false)]
     [string]$Torch,
     [switch]$SkipDownload,
     [switch]$SkipSmoke,
     [switch]$Demo,
+    [switch]$InstallOnly,
     [switch]$DryRun,
     [switch]$Yes,
     [switch]$InitShell,
@@ -95,6 +110,13 @@ $CondaForgeChannel = 'https://conda.anaconda.org/conda-forge'
 $TorchCudaIndex = 'https://download.pytorch.org/whl/cu128'
 # The venv fallback's pip locks are for this Python (see requirements\demo-*.in).
 $FallbackPython = '3.11'
+# Retries after a failed download (install.sh uses the same number).
+$DownloadRetries = 3
+# Free disk the env needs, in GB (conda layer + pip layer + pip's unpacking), by pip layer; see
+# docs\installers.md. The Windows cpu layer is the small CPU build of torch.
+$DiskGbCuda = 8
+$DiskGbCpu = 3
+$DiskGbMiniforge = 1
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -134,15 +156,23 @@ function Write-Warn([string]$Message) {
     Write-LogLine "warning: $Message"
 }
 
-# err: stop the install; the top-level catch prints the message and the log path, then exits 1.
-function Stop-Install([string]$Message) {
-    throw [System.Exception]::new($Message)
+# err: stop the install; the top-level catch prints the message and the log path, then exits with
+# ExitCode (1 a step failed, 2 bad input; see .NOTES).
+function Stop-Install([string]$Message, [int]$ExitCode = 1) {
+    $e = [System.Exception]::new($Message)
+    $e.Data['llama-bootstrap-exit'] = $ExitCode
+    throw $e
 }
 
 function Assert-Command([string]$Name) {
     if (-not (Get-Command $Name -ErrorAction SilentlyContinue)) {
         Stop-Install "need '$Name' (command not found); install it and re-run"
     }
+}
+
+# A Ctrl-C in a console child ends it with STATUS_CONTROL_C_EXIT; the CLI itself exits 130.
+function Test-Interrupted([int]$Code) {
+    return ($Code -eq 130 -or $Code -eq -1073741510)
 }
 
 # ensure: run a native command; output to the console and the log; stop on a non-zero exit.
@@ -161,17 +191,20 @@ function Invoke-Ensure([string]$Exe, [string[]]$Arguments) {
     } finally {
         $ErrorActionPreference = $eap
     }
+    if (Test-Interrupted $code) {
+        Stop-Install "interrupted: $Exe $($Arguments -join ' ')" 130
+    }
     if ($code -ne 0) {
         Stop-Install "command failed (exit $code): $Exe $($Arguments -join ' ')"
     }
 }
 
-# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is an error.
+# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is bad input.
 function ConvertTo-Bool([string]$Name, [string]$Value) {
     switch ($Value.ToLowerInvariant()) {
         { $_ -in @('1', 'true', 'yes', 'on') } { return 1 }
         { $_ -in @('0', 'false', 'no', 'off', '') } { return 0 }
-        default { Stop-Install "$Name must be 0 or 1, got '$Value'" }
+        default { Stop-Install "$Name must be 0 or 1, got '$Value'" 2 }
     }
 }
 
@@ -183,6 +216,10 @@ function Get-EnvOr([string]$Name, [string]$Default) {
 
 function Show-Usage {
     Get-Help -Full $PSCommandPath | Out-String | Write-Output
+}
+
+function Test-IsWindows {
+    return ([Environment]::OSVersion.Platform -eq [PlatformID]::Win32NT)
 }
 
 # ---- steps ------------------------------------------------------------------------------------
@@ -202,6 +239,7 @@ function Read-Options {
     $o.SkipDownload = ConvertTo-Bool 'LLAMA_BOOTSTRAP_SKIP_DOWNLOAD' (Get-EnvOr 'LLAMA_BOOTSTRAP_SKIP_DOWNLOAD' '0')
     $o.SkipSmoke = ConvertTo-Bool 'LLAMA_BOOTSTRAP_SKIP_SMOKE' (Get-EnvOr 'LLAMA_BOOTSTRAP_SKIP_SMOKE' '0')
     $o.Demo = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DEMO' (Get-EnvOr 'LLAMA_BOOTSTRAP_DEMO' '0')
+    $o.InstallOnly = ConvertTo-Bool 'LLAMA_BOOTSTRAP_INSTALL_ONLY' (Get-EnvOr 'LLAMA_BOOTSTRAP_INSTALL_ONLY' '0')
     $o.DryRun = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DRY_RUN' (Get-EnvOr 'LLAMA_BOOTSTRAP_DRY_RUN' '0')
     $o.Yes = ConvertTo-Bool 'LLAMA_BOOTSTRAP_YES' (Get-EnvOr 'LLAMA_BOOTSTRAP_YES' '0')
     $o.InitShell = ConvertTo-Bool 'LLAMA_BOOTSTRAP_INIT_SHELL' (Get-EnvOr 'LLAMA_BOOTSTRAP_INIT_SHELL' '0')
@@ -219,30 +257,35 @@ function Read-Options {
     if ($SkipDownload) { $o.SkipDownload = 1 }
     if ($SkipSmoke) { $o.SkipSmoke = 1 }
     if ($Demo) { $o.Demo = 1 }
+    if ($InstallOnly) { $o.InstallOnly = 1 }
     if ($DryRun) { $o.DryRun = 1 }
     if ($Yes) { $o.Yes = 1 }
     if ($InitShell) { $o.InitShell = 1 }
     if ($Log) { $o.Log = $Log }
     if ($script:DebugParameter) { $o.Debug = 1 }
 
-    if (@('auto', 'cuda', 'cpu') -notcontains $o.Torch) {
-        Stop-Install "LLAMA_BOOTSTRAP_TORCH / -Torch must be auto, cuda or cpu, got '$($o.Torch)'"
+    # Case-sensitive, as in install.sh and the CLI (-cnotcontains; -notcontains ignores case).
+    if (@('auto', 'cuda', 'cpu') -cnotcontains $o.Torch) {
+        Stop-Install "LLAMA_BOOTSTRAP_TORCH / -Torch must be auto, cuda or cpu, got '$($o.Torch)'" 2
     }
-    if (@('', 'global', 'cn') -notcontains $o.Profile) {
-        Stop-Install "LLAMA_BOOTSTRAP_PROFILE / -Profile must be global or cn, got '$($o.Profile)'"
+    if (@('', 'global', 'cn') -cnotcontains $o.Profile) {
+        Stop-Install "LLAMA_BOOTSTRAP_PROFILE / -Profile must be global or cn, got '$($o.Profile)'" 2
     }
-    if ($o.EnvName -eq 'base' -or $o.EnvName -notmatch '^[A-Za-z0-9._-]+$') {
-        Stop-Install "env name '$($o.EnvName)' is not allowed (letters, digits, . _ -; not 'base')"
+    if ($o.EnvName -eq 'base' -or $o.EnvName -cnotmatch '^[A-Za-z0-9._-]+$') {
+        Stop-Install "env name '$($o.EnvName)' is not allowed (letters, digits, . _ -; not 'base')" 2
     }
     if ($o.Demo -ne 1 -and -not (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
-        Stop-Install "manifest not found: $($o.Manifest) (pass -Manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)"
+        Stop-Install "manifest not found: $($o.Manifest) (pass -Manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)" 2
     }
     if ($o.Debug -eq 1) {
         $env:LLAMA_BOOTSTRAP_DEBUG = '1'
         Set-PSDebug -Trace 1
     }
-    # Isolation: nothing from the user's Python setup leaks into the env we build.
+    # Isolation: nothing from the user's Python setup leaks into the env we build. PYTHONUTF8: the
+    # env's Python reads and writes UTF-8 even when its output is redirected (Python 3.9 would use
+    # the ANSI code page, cp1252 on en-US, and fail on the model's Chinese answer).
     $env:PYTHONNOUSERSITE = '1'
+    $env:PYTHONUTF8 = '1'
     foreach ($name in @('PYTHONPATH', 'PYTHONHOME', 'PIP_USER', 'PIP_REQUIRE_VIRTUALENV')) {
         Remove-Item -LiteralPath "Env:$name" -ErrorAction SilentlyContinue
     }
@@ -253,8 +296,7 @@ function Read-Options {
 }
 
 function Get-Platform {
-    $onWindows = [Environment]::OSVersion.Platform -eq [PlatformID]::Win32NT
-    if (-not $onWindows) { Stop-Install 'install.ps1 is for Windows; on Linux run install.sh' }
+    if (-not (Test-IsWindows)) { Stop-Install 'install.ps1 is for Windows; on Linux run install.sh' }
     $arch = $env:PROCESSOR_ARCHITEW6432
     if (-not $arch) { $arch = $env:PROCESSOR_ARCHITECTURE }
     switch ($arch) {
@@ -288,6 +330,7 @@ function Select-Locks {
             $script:TorchKind = 'cpu'; $script:TorchReason = 'auto: no working nvidia-smi'
         }
     }
+    if ($script:TorchKind -eq 'cuda') { $script:DiskGb = $DiskGbCuda } else { $script:DiskGb = $DiskGbCpu }
     $script:CondaLock = Join-Path $script:RootDir "conda-$($script:Platform).lock"
     $script:PipLock = Join-Path $script:RootDir "requirements\$($script:Platform)-$($script:TorchKind).txt"
     $script:FallbackLock = Join-Path $script:RootDir "requirements\demo-$($script:Platform).txt"
@@ -303,7 +346,7 @@ function Select-Locks {
     # The profile in force: the parameter/variable, else the manifest's top-level `profile:`.
     $script:ProfileName = $o.Profile
     if (-not $script:ProfileName -and (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
-        $script:ProfileName = Get-ManifestValue $o.Manifest 'profile'
+        $script:ProfileName = Read-ManifestValue $o.Manifest 'profile'
     }
     $script:MiniforgeBaseUrl = $o.MiniforgeUrl
     if (-not $script:MiniforgeBaseUrl) {
@@ -312,39 +355,57 @@ function Select-Locks {
     Test-DownloadUrl $script:MiniforgeBaseUrl
     $script:CondaMirror = ''
     if ($script:ProfileName -and (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
-        $script:CondaMirror = Get-ManifestCondaChannel $o.Manifest $script:ProfileName
+        $script:CondaMirror = Read-ManifestValue $o.Manifest "profiles.$($script:ProfileName).conda_channel"
+        if ($script:CondaMirror) { Test-DownloadUrl $script:CondaMirror }
     }
 }
 
 # https only; plain http only for a loopback test server.
 function Test-DownloadUrl([string]$Url) {
     if ($Url -notmatch '^(https://|http://(127\.0\.0\.1|localhost)(:|/))') {
-        Stop-Install "refusing to download from '$Url': only https:// URLs (http:// only for 127.0.0.1/localhost)"
+        Stop-Install "refusing to download from '$Url': only https:// URLs (http:// only for 127.0.0.1/localhost)" 2
     }
 }
 
-# A top-level scalar of the manifest (`key: value  # comment`), read line by line.
-function Get-ManifestValue([string]$Path, [string]$Key) {
-    foreach ($line in Get-Content -LiteralPath $Path -Encoding UTF8) {
-        if ($line -match "^$([regex]::Escape($Key)):\s*(.*?)\s*(#.*)?$") {
-            return ($Matches[1] -replace '[''"]', '')
-        }
+# A scalar of the manifest by its dotted key (`profile`, `profiles.cn.conda_channel`), read line
+# by line with install.sh's rules (manifest_value): two-space indentation, the value on the key's
+# line; a comment starts at whitespace + #; quotes are dropped; a trailing CR is ignored. '' when
+# absent. tests/installers/fixtures/manifest-values.* hold both scripts to the same answers.
+function Read-ManifestValue([string]$Path, [string]$Key) {
+    $keys = $Key.Split('.')
+    $depth = 0
+    # .NET resolves relative paths against the process's folder, not PowerShell's: resolve first.
+    foreach ($raw in [System.IO.File]::ReadAllLines((Convert-Path -LiteralPath $Path), [System.Text.Encoding]::UTF8)) {
+        $line = $raw -replace '\r$', ''
+        if ($line -match '^ *(#.*)?$') { continue }
+        $indent = $line.Length - $line.TrimStart(' ').Length
+        if ($indent % 2) { continue }
+        $level = $indent / 2 + 1
+        if ($level -gt $depth + 1) { continue }
+        $depth = $level - 1
+        $rest = $line.Substring($indent)
+        if (-not $rest.StartsWith($keys[$level - 1] + ':', [System.StringComparison]::Ordinal)) { continue }
+        if ($level -lt $keys.Count) { $depth = $level; continue }
+        $v = $rest.Substring($keys[$level - 1].Length + 1) -replace '^[ \t]+', ''
+        if ($v.StartsWith('#')) { $v = '' }
+        $v = $v -replace '[ \t]+#.*$', '' -replace '[ \t]+$', '' -replace '[''"]', ''
+        return $v
     }
     return ''
 }
 
-# profiles.<profile>.conda_channel from the manifest (the value must sit on one line).
-function Get-ManifestCondaChannel([string]$Path, [string]$ProfileName) {
-    $inProfiles = $false
-    $inProfile = $false
-    foreach ($line in Get-Content -LiteralPath $Path -Encoding UTF8) {
-        if ($line -match '^[^ #]') { $inProfiles = ($line -match '^profiles:'); $inProfile = $false; continue }
-        if ($inProfiles -and $line -match '^  ([^ #][^:]*):') { $inProfile = ($Matches[1] -eq $ProfileName); continue }
-        if ($inProfile -and $line -match '^    conda_channel:\s*(.*?)\s*(#.*)?$') {
-            return ($Matches[1] -replace '[''"]', '')
-        }
+# conda on PATH is often condabin\conda.bat. A batch file runs through cmd.exe, which reads & | % ^
+# in every argument (our paths included) as its own syntax: use the conda.exe it wraps instead.
+function Resolve-CondaExe([string]$Path) {
+    $extension = [System.IO.Path]::GetExtension($Path).ToLowerInvariant()
+    if ($extension -ne '.bat' -and $extension -ne '.cmd') { return $Path }
+    $name = [System.IO.Path]::GetFileNameWithoutExtension($Path)
+    $folder = Split-Path -Parent $Path
+    foreach ($exe in @((Join-Path (Join-Path (Split-Path -Parent $folder) 'Scripts') "$name.exe"), (Join-Path $folder "$name.exe"))) {
+        if (Test-Path -LiteralPath $exe -PathType Leaf) { return $exe }
     }
-    return ''
+    Stop-Install ("found $Path, a batch file, and no $name.exe next to it; llama-bootstrap calls conda.exe`n" +
+        'directly (cmd.exe would re-read & and % in paths): set CONDA_EXE to your conda.exe and re-run')
 }
 
 function Find-Conda {
@@ -352,12 +413,12 @@ function Find-Conda {
     $script:CondaBin = ''
     $script:CondaFoundVia = ''
     if ($env:CONDA_EXE -and (Test-Path -LiteralPath $env:CONDA_EXE -PathType Leaf)) {
-        $script:CondaBin = $env:CONDA_EXE; $script:CondaFoundVia = 'CONDA_EXE'
+        $script:CondaBin = Resolve-CondaExe $env:CONDA_EXE; $script:CondaFoundVia = 'CONDA_EXE'
     }
     if (-not $script:CondaBin) {
         foreach ($candidate in @('conda', 'mamba', 'micromamba')) {
             $cmd = Get-Command $candidate -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
-            if ($cmd) { $script:CondaBin = $cmd.Source; $script:CondaFoundVia = 'PATH'; break }
+            if ($cmd) { $script:CondaBin = Resolve-CondaExe $cmd.Source; $script:CondaFoundVia = 'PATH'; break }
         }
     }
     if (-not $script:CondaBin) {
@@ -370,17 +431,145 @@ function Find-Conda {
             }
         }
     }
-    if ($script:CondaBin) {
-        $eap = $ErrorActionPreference
-        $ErrorActionPreference = 'Continue'
-        $base = (& $script:CondaBin info --base 2> $null | Select-Object -Last 1)
-        $code = $LASTEXITCODE
-        $ErrorActionPreference = $eap
-        if ($code -ne 0 -or -not $base) { Stop-Install "'$($script:CondaBin) info --base' failed; is that conda working?" }
-        $baseDir = "$base".Trim()
-        $script:EnvPrefix = Join-Path $baseDir "envs\$($o.EnvName)"
-    } else {
+    Resolve-EnvPrefix
+}
+
+# The one place that decides where the env lives: EnvPrefix, and why: EnvWhy. conda's own rule for
+# `--name`: an env of that name in one of its envs dirs, else the first writable envs dir (a base
+# in C:\ProgramData, or `envs_dirs` in .condarc, move it elsewhere). The env is then created and
+# addressed by that prefix, never by name.
+function Resolve-EnvPrefix {
+    $o = $script:Opt
+    if (-not $script:CondaBin) {
         $script:EnvPrefix = Join-Path $o.CondaPrefix "envs\$($o.EnvName)"
+        $script:EnvWhy = 'inside the Miniforge to be installed'
+        return
+    }
+    $dirs = @(Get-CondaEnvsDirs $script:CondaBin)
+    foreach ($dir in $dirs) {
+        if (Test-Path -LiteralPath (Join-Path (Join-Path $dir $o.EnvName) 'conda-meta') -PathType Container) {
+            $script:EnvPrefix = Join-Path $dir $o.EnvName
+            $script:EnvWhy = "an env of that name in conda's envs dir $dir"
+            return
+        }
+    }
+    $skipped = @()
+    foreach ($dir in $dirs) {
+        if (Test-WritableDir $dir) {
+            $script:EnvPrefix = Join-Path $dir $o.EnvName
+            $script:EnvWhy = "conda's first writable envs dir"
+            if ($skipped) { $script:EnvWhy += " (not writable: $($skipped -join ', '))" }
+            return
+        }
+        $skipped += $dir
+    }
+    Stop-Install ("none of conda's envs directories is writable ($($skipped -join ', '));`n" +
+        'add one you can write to (conda config --prepend envs_dirs DIR), or use a conda of your own')
+}
+
+# `conda info --json`'s envs dirs: envs_dirs (conda, mamba 1) or "envs directories" (micromamba, mamba 2).
+function Get-CondaEnvsDirs([string]$Conda) {
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $out = & $Conda info --json 2> $null
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+    }
+    $info = $null
+    if ($code -eq 0) {
+        try { $info = ($out -join "`n") | ConvertFrom-Json } catch { $info = $null }
+    }
+    if (-not $info) { Stop-Install "'$Conda info --json' failed; is that conda working?" }
+    $dirs = @()
+    if ($info.PSObject.Properties['envs_dirs']) { $dirs = @($info.envs_dirs) }
+    elseif ($info.PSObject.Properties['envs directories']) { $dirs = @($info.'envs directories') }
+    if ($dirs.Count -eq 0) { Stop-Install "'$Conda info --json' names no envs directories; is that conda working?" }
+    return $dirs
+}
+
+# A folder we could create files in: it, or the nearest folder above it that exists (probed with a
+# file that deletes itself on close).
+function Test-WritableDir([string]$Path) {
+    $dir = $Path
+    while ($dir -and -not (Test-Path -LiteralPath $dir)) { $dir = Split-Path -Parent $dir }
+    if (-not $dir -or -not (Test-Path -LiteralPath $dir -PathType Container)) { return $false }
+    $probe = Join-Path $dir ('.llama-bootstrap-probe-' + [System.Guid]::NewGuid().ToString('N'))
+    try {
+        $stream = New-Object System.IO.FileStream($probe, [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write,
+            [System.IO.FileShare]::None, 1, [System.IO.FileOptions]::DeleteOnClose)
+        $stream.Dispose()
+        return $true
+    } catch {
+        return $false
+    }
+}
+
+# What Miniforge's silent Windows installer (conda/constructor's NSIS template) would refuse, with
+# only an exit code to show for it: a space, one of ^ % ! = , ( ), or more than 46 characters while
+# Windows long paths are off (LongPathsEnabled=0) and the user is not an administrator. '' if none.
+function Get-MiniforgePrefixProblem([string]$Prefix, [string]$LongPathsEnabled, [bool]$IsAdmin) {
+    if ($Prefix.Contains(' ')) { return 'it contains a space' }
+    $bad = [regex]::Match($Prefix, '[\^%!=,()]')
+    if ($bad.Success) { return "it contains '$($bad.Value)' (the installer refuses ^ % ! = , ( ))" }
+    if ($Prefix.Length -gt 46 -and $LongPathsEnabled -eq '0' -and -not $IsAdmin) {
+        return ('it is longer than 46 characters while Windows long paths are off (LongPathsEnabled=0) ' +
+            'and only an administrator may turn them on')
+    }
+    return ''
+}
+
+# Everything that can be known to fail is checked here, before any download: git (the model's
+# source is cloned with it), free disk where the env goes, and a prefix Miniforge's installer takes.
+function Test-Prerequisites {
+    $o = $script:Opt
+    $git = Get-Command 'git' -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+    if (-not $git) {
+        Stop-Install ("need git (the model's source is cloned with it); install it with`n" +
+            "  winget install --id Git.Git -e --source winget`n" +
+            'or from https://git-scm.com/download/win, then open a new PowerShell window and re-run')
+    }
+    $script:GitBin = $git.Source
+    $needGb = $script:DiskGb
+    if (-not $script:CondaBin) {
+        $longPaths = ''
+        try {
+            $longPaths = "$((Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\FileSystem' -Name 'LongPathsEnabled' -ErrorAction Stop).LongPathsEnabled)"
+        } catch { $longPaths = '' }
+        $identity = [Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()
+        $isAdmin = $identity.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+        $problem = Get-MiniforgePrefixProblem $o.CondaPrefix $longPaths $isAdmin
+        if ($problem) {
+            $suggestion = Join-Path $env:SystemDrive 'miniforge3'
+            Stop-Install ("the Miniforge prefix '$($o.CondaPrefix)' cannot be used: $problem;`n" +
+                "Miniforge's silent installer would stop with only an exit code. Choose another, e.g.`n" +
+                "  -CondaPrefix $suggestion   (or set LLAMA_BOOTSTRAP_CONDA_PREFIX)") 2
+        }
+        if ($o.CondaPrefix -match '[^\x00-\x7F]') {
+            Write-Warn ("the Miniforge prefix '$($o.CondaPrefix)' has non-ASCII characters; Miniforge's installer " +
+                "accepts them only in the system code page; if it fails, use -CondaPrefix $(Join-Path $env:SystemDrive 'miniforge3')")
+        }
+        if ((Test-Path -LiteralPath $o.CondaPrefix) -and (Get-ChildItem -LiteralPath $o.CondaPrefix -Force | Select-Object -First 1)) {
+            Stop-Install "$($o.CondaPrefix) exists but holds no conda; remove it or choose another -CondaPrefix" 2
+        }
+        $needGb += $DiskGbMiniforge
+    }
+    $script:DiskLine = 'not checked'
+    $at = $script:EnvPrefix
+    while ($at -and -not (Test-Path -LiteralPath $at)) { $at = Split-Path -Parent $at }
+    if (-not $at) { return }
+    try {
+        $drive = New-Object System.IO.DriveInfo ([System.IO.Path]::GetPathRoot((Resolve-Path -LiteralPath $at).ProviderPath))
+        $free = $drive.AvailableFreeSpace
+    } catch {
+        $script:DiskLine = "not checked (no drive for $at)"
+        return
+    }
+    $script:DiskLine = "$([math]::Floor($free / 1073741824)) GB free at $at (the env needs about $needGb GB)"
+    if ($free -lt $needGb * 1073741824) {
+        Stop-Install ("not enough disk for the env: $($script:DiskLine);`n" +
+            'free some space there, or put the env on another disk (conda config --prepend envs_dirs DIR, or -CondaPrefix DIR)')
     }
 }
 
@@ -435,12 +624,16 @@ function Write-Plan {
         $lines += "  sha256:       $($script:MiniforgeSha256)"
     }
     $lines += "  environment:  $envLine"
+    $lines += "  env prefix:   $($script:EnvWhy)"
+    $lines += "  git:          $($script:GitBin)"
+    $lines += "  disk:         $($script:DiskLine)"
     $lines += "  conda lock:   $($script:CondaLock)"
     if ($script:CondaMirror) { $lines += "  conda mirror: $($script:CondaMirror) (profile $($script:ProfileName))" }
     $lines += "  torch:        $($script:TorchKind) ($($script:TorchReason))"
     $lines += "  pip lock:     $($script:PipLock)"
     $lines += "  bootstrapper: pip install --no-deps --no-build-isolation --no-index $($script:RootDir)"
-    $lines += "  hand-off:     <env python> $($handOff -join ' ')"
+    if ($o.InstallOnly -eq 1) { $lines += "  hand-off:     none (-InstallOnly: the env's python is printed)" }
+    else { $lines += "  hand-off:     <env python> $($handOff -join ' ')" }
     if ($o.Demo -eq 1 -and -not $script:CondaBin) {
         $lines += "  fallback:     if Miniforge cannot be downloaded: a Python $FallbackPython venv at $(Join-Path $script:StateDir "venvs\$($o.EnvName)-demo")"
         $lines += "                with $($script:FallbackLock)"
@@ -452,11 +645,11 @@ function Write-Plan {
     }
 }
 
-# Download $Url to $Dest; https only (TLS 1.2+), http only for loopback test servers; 3 tries.
+# Download $Url to $Dest; https only (TLS 1.2+), http only for loopback test servers; retried.
 function Invoke-Download([string]$Url, [string]$Dest) {
     Test-DownloadUrl $Url
     $lastError = $null
-    for ($try = 1; $try -le 3; $try++) {
+    for ($try = 1; $try -le $DownloadRetries + 1; $try++) {
         try {
             Invoke-WebRequest -Uri $Url -OutFile $Dest -UseBasicParsing -TimeoutSec 600
             return
@@ -474,9 +667,6 @@ function Install-Miniforge {
     $url = "$($script:MiniforgeBaseUrl)/$($script:MiniforgeFile)"
     $installer = Join-Path $script:TmpDir $script:MiniforgeFile
     $part = "$installer.part"
-    if ((Test-Path -LiteralPath $o.CondaPrefix) -and (Get-ChildItem -LiteralPath $o.CondaPrefix -Force | Select-Object -First 1)) {
-        Stop-Install "$($o.CondaPrefix) exists but holds no conda; remove it or choose another -CondaPrefix"
-    }
     Assert-Command 'Invoke-WebRequest'
     Assert-Command 'Get-FileHash'
     Write-Say "no conda found: downloading Miniforge3 $MiniforgeVersion from $url"
@@ -497,10 +687,21 @@ function Install-Miniforge {
     Move-Item -LiteralPath $part -Destination $installer -Force
     Write-Say "sha256 verified; installing Miniforge into $($o.CondaPrefix)"
     Write-LogLine "+ $installer /S /InstallationType=JustMe /RegisterPython=0 /AddToPath=0 /D=$($o.CondaPrefix)"
-    # /D= must come last and unquoted (NSIS).
+    # /D= must come last and unquoted (NSIS); Test-Prerequisites made sure the prefix has no space.
     $proc = Start-Process -FilePath $installer -Wait -PassThru -ArgumentList @(
         '/S', '/InstallationType=JustMe', '/RegisterPython=0', '/AddToPath=0', "/D=$($o.CondaPrefix)")
-    if ($proc.ExitCode -ne 0) { Stop-Install "the Miniforge installer failed (exit $($proc.ExitCode))" }
+    if ($proc.ExitCode -ne 0) {
+        # The installer's own log (NSIS writes it into the prefix) says why; show its end.
+        $nsisLog = Join-Path $o.CondaPrefix 'install.log'
+        if (Test-Path -LiteralPath $nsisLog -PathType Leaf) {
+            foreach ($line in (Get-Content -LiteralPath $nsisLog -Tail 40)) {
+                Write-LogLine "miniforge: $line"
+                [Console]::Error.WriteLine("  miniforge: $line")
+            }
+            Stop-Install "the Miniforge installer failed (exit $($proc.ExitCode)); the end of its own log is above ($nsisLog)"
+        }
+        Stop-Install "the Miniforge installer failed (exit $($proc.ExitCode)) and left no log at $nsisLog"
+    }
     $script:CondaBin = Join-Path $o.CondaPrefix 'Scripts\conda.exe'
     $script:CondaFoundVia = 'installed now'
     if (-not (Test-Path -LiteralPath $script:CondaBin)) { Stop-Install "Miniforge installed but $($script:CondaBin) is missing" }
@@ -509,7 +710,9 @@ function Install-Miniforge {
     } else {
         Write-Say 'your PowerShell profile was left alone (pass -InitShell to let conda edit it)'
     }
-    $script:EnvPrefix = Join-Path $o.CondaPrefix "envs\$($o.EnvName)"
+    # Ask the new conda (a ~\.condarc with envs_dirs applies to it too).
+    Resolve-EnvPrefix
+    Write-Say "the env goes to $($script:EnvPrefix) ($($script:EnvWhy))"
     return $true
 }
 
@@ -577,20 +780,21 @@ function New-CondaEnv {
                 're-run with -Yes to replace it, or pick another name with -EnvName')
         }
         Write-Say "env $($o.EnvName) does not match the lock: removing it (-Yes)"
-        Invoke-Ensure $script:CondaBin @('remove', '--yes', '--name', $o.EnvName, '--all')
+        Invoke-Ensure $script:CondaBin @('remove', '--yes', '--prefix', $script:EnvPrefix, '--all')
     }
     $lock = $script:CondaLock
     if ($script:CondaMirror) {
+        # Plain string prefixes (no regular expression); UTF-8 without a BOM, as conda reads it.
         $lock = Join-Path $script:TmpDir $lockName
         Write-Say "profile $($script:ProfileName): fetching conda packages from $($script:CondaMirror)"
         $mirror = $script:CondaMirror.TrimEnd('/')
-        $text = foreach ($line in Get-Content -LiteralPath $script:CondaLock) {
-            if ($line.StartsWith("$CondaForgeChannel/")) { $mirror + $line.Substring($CondaForgeChannel.Length) } else { $line }
+        $text = foreach ($line in [System.IO.File]::ReadAllLines($script:CondaLock)) {
+            if ($line.StartsWith("$CondaForgeChannel/", [System.StringComparison]::Ordinal)) { $mirror + $line.Substring($CondaForgeChannel.Length) } else { $line }
         }
-        Set-Content -LiteralPath $lock -Value $text -Encoding ASCII
+        [System.IO.File]::WriteAllLines($lock, [string[]]$text)
     }
-    Write-Say "creating env $($o.EnvName) from $lockName"
-    Invoke-Ensure $script:CondaBin @('create', '--yes', '--name', $o.EnvName, '--file', $lock)
+    Write-Say "creating env $($o.EnvName) at $($script:EnvPrefix) from $lockName"
+    Invoke-Ensure $script:CondaBin @('create', '--yes', '--prefix', $script:EnvPrefix, '--file', $lock)
     if (-not (Test-Path -LiteralPath $script:EnvPython)) { Stop-Install "conda created $($o.EnvName) but $($script:EnvPython) is missing" }
     Set-Content -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta\llama-bootstrap-lock.sha256') `
         -Value "$(Get-Sha256 $script:CondaLock)  $lockName" -Encoding ASCII
@@ -614,18 +818,45 @@ function Install-Bootstrapper {
         '--no-deps', '--no-build-isolation', '--no-index', $script:RootDir)
 }
 
+# The CLI's exit code is the installer's: 1 a check or step failed, 2 bad input, 3 locked, 130 interrupted.
 function Invoke-HandOff {
     $handOff = Get-HandOffArguments
     Write-Say "handing off: $($script:EnvPython) $($handOff -join ' ')"
     Write-LogLine "+ $($script:EnvPython) $($handOff -join ' ')"
+    # The CLI writes UTF-8 (PYTHONUTF8); when PowerShell relays its output, it must read UTF-8 too.
+    $oldEncoding = $null
+    try {
+        $oldEncoding = [Console]::OutputEncoding
+        [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false
+    } catch { $oldEncoding = $null }
     $eap = $ErrorActionPreference
     $ErrorActionPreference = 'Continue'
-    & $script:EnvPython @handOff
-    $code = $LASTEXITCODE
-    $ErrorActionPreference = $eap
+    try {
+        & $script:EnvPython @handOff
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+        if ($oldEncoding) { try { [Console]::OutputEncoding = $oldEncoding } catch { } }
+    }
     Write-LogLine "hand-off exited with $code"
-    if ($code -ne 0) { Stop-Install "llama-bootstrap $($handOff[2]) failed (exit $code); its messages are above" }
+    if ($code -ne 0) {
+        if (Test-Interrupted $code) { $code = 130 }
+        $meaning = switch ($code) {
+            1 { 'a check or step failed' }
+            2 { 'bad input' }
+            3 { 'another llama-bootstrap run holds the lock' }
+            130 { 'interrupted' }
+            default { 'unexpected' }
+        }
+        Stop-Install "llama-bootstrap $($handOff[2]) failed (exit $($code): $meaning); its messages are above" $code
+    }
     Write-Say "done. The environment is $($script:EnvPrefix); log: $($script:LogFile)"
+}
+
+function Remove-TempDir {
+    if ($script:TmpDir -and (Test-Path -LiteralPath $script:TmpDir)) {
+        Remove-Item -LiteralPath $script:TmpDir -Recurse -Force -ErrorAction SilentlyContinue
+    }
 }
 
 function Invoke-Main {
@@ -635,10 +866,13 @@ function Invoke-Main {
     # TLS 1.2 for every download (PowerShell 5.1 defaults to TLS 1.0 on older Windows).
     [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
     if ($Help) { Show-Usage; return }
+    # Before anything reads Windows-only variables (PowerShell 7 runs this on Linux and macOS too).
+    if (-not (Test-IsWindows)) { Stop-Install 'install.ps1 is for Windows; on Linux run install.sh' }
     Read-Options
     Get-Platform
     Select-Locks
     Find-Conda
+    Test-Prerequisites
     if ($script:Opt.DryRun -ne 1) {
         Start-Log
     }
@@ -661,17 +895,28 @@ function Invoke-Main {
     }
     Install-PipLayer
     Install-Bootstrapper
+    if ($script:Opt.InstallOnly -eq 1) {
+        Write-Say "installed (-InstallOnly); the env's python is on stdout; log: $($script:LogFile)"
+        Write-Output $script:EnvPython
+        return
+    }
     Invoke-HandOff
 }
 
+# Dot-sourced (tests/installers/ps1/functions.ps1): define the functions, run nothing.
+if ($MyInvocation.InvocationName -eq '.') { return }
+
+$script:ExitCode = 0
 try {
     Invoke-Main
 } catch {
+    $script:ExitCode = 1
+    if ($_.Exception.Data.Contains('llama-bootstrap-exit')) { $script:ExitCode = [int]$_.Exception.Data['llama-bootstrap-exit'] }
     Write-Stderr 'error:' $_.Exception.Message ([System.ConsoleColor]::Red)
     Write-LogLine "error: $($_.Exception.Message)"
     if ($script:LogFile) { [Console]::Error.WriteLine("the full log is in: $($script:LogFile)") }
-    if ($script:TmpDir -and (Test-Path -LiteralPath $script:TmpDir)) { Remove-Item -LiteralPath $script:TmpDir -Recurse -Force -ErrorAction SilentlyContinue }
-    exit 1
+} finally {
+    # Runs on Ctrl-C too (then neither the rest of try nor catch does): no temporary folder is left.
+    Remove-TempDir
 }
-if ($script:TmpDir -and (Test-Path -LiteralPath $script:TmpDir)) { Remove-Item -LiteralPath $script:TmpDir -Recurse -Force -ErrorAction SilentlyContinue }
-exit 0
+exit $script:ExitCode

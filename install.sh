@@ -8,10 +8,13 @@
 #
 # What it does, in order (install.ps1 mirrors it function for function):
 #   find conda/mamba/micromamba, else download a pinned, sha256-checked Miniforge3 and install it
-#   unattended; create the conda env from the explicit lock conda-<platform>.lock (or keep it if it
-#   already matches); pip-install the hash-locked layer requirements/<platform>-<torch>.txt inside it;
-#   install the bootstrapper; hand off to `llama-bootstrap run` (or `llama-bootstrap demo`).
+#   unattended; ask conda where the env lives (or goes); check the prerequisites (git, disk) before
+#   any download; create the conda env by that prefix from the explicit lock conda-<platform>.lock
+#   (or keep it if it already matches); pip-install the hash-locked layer
+#   requirements/<platform>-<torch>.txt inside it; install the bootstrapper; hand off to
+#   `llama-bootstrap run` (or `llama-bootstrap demo`) and exit with its exit code.
 # Every setting is an environment variable (LLAMA_BOOTSTRAP_*); flags are conveniences over them.
+# Exit codes: 0 ok, 1 a step failed, 2 bad input, 3 locked, 130 interrupted (the CLI's, passed through).
 # Reference: docs/installers.md.
 #
 # Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
@@ -19,6 +22,7 @@
 #   detect_platform        <-> Get-Platform
 #   select_locks           <-> Select-Locks
 #   find_conda             <-> Find-Conda
+#   check_prerequisites    <-> Test-Prerequisites
 #   start_log              <-> Start-Log
 #   print_plan             <-> Write-Plan
 #   install_miniforge      <-> Install-Miniforge
@@ -42,6 +46,13 @@ MINIFORGE_URL_CN="https://mirrors.tuna.tsinghua.edu.cn/github-release/conda-forg
 CONDA_FORGE_CHANNEL="https://conda.anaconda.org/conda-forge"
 # The venv fallback's pip locks are for this Python (see requirements/demo-*.in).
 FALLBACK_PYTHON="3.11"
+# Retries after a failed download (install.ps1 uses the same number).
+DOWNLOAD_RETRIES=3
+# Free disk the env needs, in GB (conda layer + pip layer + pip's unpacking), by pip layer; see
+# docs/installers.md. Linux cpu is the default index's CUDA-built torch, hence as big as cuda.
+DISK_GB_CUDA=8
+DISK_GB_CPU=8
+DISK_GB_MINIFORGE=1
 
 # ---- small vocabulary -------------------------------------------------------------------------
 _colour() {
@@ -62,13 +73,14 @@ warn() {
     _log_line "warning: $*"
 }
 
+# err MESSAGE [EXIT_CODE]: print, name the log, exit (1 a step failed, 2 bad input; see usage()).
 err() {
-    printf '%serror:%s %s\n' "$(_colour '1;31')" "$(_colour '0')" "$*" >&2
-    _log_line "error: $*"
+    printf '%serror:%s %s\n' "$(_colour '1;31')" "$(_colour '0')" "$1" >&2
+    _log_line "error: $1"
     if [ -n "${LOG_FILE:-}" ]; then
         printf 'the full log is in: %s\n' "$LOG_FILE" >&2
     fi
-    exit 1
+    exit "${2:-1}"
 }
 
 need_cmd() {
@@ -88,17 +100,19 @@ ensure() {
         "$@" >&2
         rc=$?
     fi
-    if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -eq 130 ]; then
+        err "interrupted: $*" 130
+    elif [ "$rc" -ne 0 ]; then
         err "command failed (exit $rc): $*"
     fi
 }
 
-# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is an error.
+# "1/true/yes/on" -> 1, "0/false/no/off/empty" -> 0, anything else is bad input.
 as_bool() {
     case "$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]')" in
         1 | true | yes | on) printf '1' ;;
         0 | false | no | off | '') printf '0' ;;
-        *) err "$1 must be 0 or 1, got '$2'" ;;
+        *) err "$1 must be 0 or 1, got '$2'" 2 ;;
     esac
 }
 
@@ -118,12 +132,16 @@ Options (each one sets the environment variable named after it):
   --skip-download      LLAMA_BOOTSTRAP_SKIP_DOWNLOAD skip the model download (and the smoke test)
   --skip-smoke         LLAMA_BOOTSTRAP_SKIP_SMOKE    skip the smoke test
   --demo               LLAMA_BOOTSTRAP_DEMO          offline demo (tiny local model) instead of the real model
+  --install-only       LLAMA_BOOTSTRAP_INSTALL_ONLY  install, then print the env's python on stdout; no hand-off
   --dry-run            LLAMA_BOOTSTRAP_DRY_RUN       print the plan, change nothing
   --yes                LLAMA_BOOTSTRAP_YES           unattended: allowed to replace a mismatched env
   --init-shell         LLAMA_BOOTSTRAP_INIT_SHELL    let conda edit your shell rc files
   --log PATH           LLAMA_BOOTSTRAP_LOG           log file [~/.local/state/llama-bootstrap/logs/...]
   --debug              LLAMA_BOOTSTRAP_DEBUG         trace every command (set -x), tracebacks
   -h, --help           show this help
+
+Exit codes: 0 ok; 1 a step or check failed; 2 bad input (flag, variable, manifest);
+3 another llama-bootstrap run holds the lock; 130 interrupted. The hand-off's code is passed through.
 
 Test hook (no flag): LLAMA_BOOTSTRAP_MINIFORGE_URL, the base URL Miniforge is fetched from
 (https; http only for 127.0.0.1/localhost).
@@ -142,14 +160,15 @@ parse_args() {
     OPT_PROFILE="${LLAMA_BOOTSTRAP_PROFILE:-}"
     OPT_CONDA_PREFIX="${LLAMA_BOOTSTRAP_CONDA_PREFIX:-${HOME:?HOME is not set}/miniforge3}"
     OPT_TORCH="${LLAMA_BOOTSTRAP_TORCH:-auto}"
-    OPT_SKIP_DOWNLOAD="$(as_bool LLAMA_BOOTSTRAP_SKIP_DOWNLOAD "${LLAMA_BOOTSTRAP_SKIP_DOWNLOAD:-0}")" || exit 1
-    OPT_SKIP_SMOKE="$(as_bool LLAMA_BOOTSTRAP_SKIP_SMOKE "${LLAMA_BOOTSTRAP_SKIP_SMOKE:-0}")" || exit 1
-    OPT_DEMO="$(as_bool LLAMA_BOOTSTRAP_DEMO "${LLAMA_BOOTSTRAP_DEMO:-0}")" || exit 1
-    OPT_DRY_RUN="$(as_bool LLAMA_BOOTSTRAP_DRY_RUN "${LLAMA_BOOTSTRAP_DRY_RUN:-0}")" || exit 1
-    OPT_YES="$(as_bool LLAMA_BOOTSTRAP_YES "${LLAMA_BOOTSTRAP_YES:-0}")" || exit 1
-    OPT_INIT_SHELL="$(as_bool LLAMA_BOOTSTRAP_INIT_SHELL "${LLAMA_BOOTSTRAP_INIT_SHELL:-0}")" || exit 1
+    OPT_SKIP_DOWNLOAD="$(as_bool LLAMA_BOOTSTRAP_SKIP_DOWNLOAD "${LLAMA_BOOTSTRAP_SKIP_DOWNLOAD:-0}")" || exit
+    OPT_SKIP_SMOKE="$(as_bool LLAMA_BOOTSTRAP_SKIP_SMOKE "${LLAMA_BOOTSTRAP_SKIP_SMOKE:-0}")" || exit
+    OPT_DEMO="$(as_bool LLAMA_BOOTSTRAP_DEMO "${LLAMA_BOOTSTRAP_DEMO:-0}")" || exit
+    OPT_INSTALL_ONLY="$(as_bool LLAMA_BOOTSTRAP_INSTALL_ONLY "${LLAMA_BOOTSTRAP_INSTALL_ONLY:-0}")" || exit
+    OPT_DRY_RUN="$(as_bool LLAMA_BOOTSTRAP_DRY_RUN "${LLAMA_BOOTSTRAP_DRY_RUN:-0}")" || exit
+    OPT_YES="$(as_bool LLAMA_BOOTSTRAP_YES "${LLAMA_BOOTSTRAP_YES:-0}")" || exit
+    OPT_INIT_SHELL="$(as_bool LLAMA_BOOTSTRAP_INIT_SHELL "${LLAMA_BOOTSTRAP_INIT_SHELL:-0}")" || exit
     OPT_LOG="${LLAMA_BOOTSTRAP_LOG:-}"
-    OPT_DEBUG="$(as_bool LLAMA_BOOTSTRAP_DEBUG "${LLAMA_BOOTSTRAP_DEBUG:-0}")" || exit 1
+    OPT_DEBUG="$(as_bool LLAMA_BOOTSTRAP_DEBUG "${LLAMA_BOOTSTRAP_DEBUG:-0}")" || exit
     OPT_MINIFORGE_URL="${LLAMA_BOOTSTRAP_MINIFORGE_URL:-}"
 
     while [ "$#" -gt 0 ]; do
@@ -160,7 +179,7 @@ parse_args() {
         case "$flag" in
             --manifest | --env-name | --model | --profile | --conda-prefix | --torch | --log)
                 if [ -z "$value" ]; then
-                    [ "$#" -ge 2 ] || err "$flag needs a value (see --help)"
+                    [ "$#" -ge 2 ] || err "$flag needs a value (see --help)" 2
                     value="$2"
                     shift
                 fi
@@ -176,37 +195,39 @@ parse_args() {
             --skip-download) OPT_SKIP_DOWNLOAD=1 ;;
             --skip-smoke) OPT_SKIP_SMOKE=1 ;;
             --demo) OPT_DEMO=1 ;;
+            --install-only) OPT_INSTALL_ONLY=1 ;;
             --dry-run) OPT_DRY_RUN=1 ;;
             --yes) OPT_YES=1 ;;
             --init-shell) OPT_INIT_SHELL=1 ;;
             --log) OPT_LOG="$value" ;;
             --debug) OPT_DEBUG=1 ;;
             -h | --help) usage; exit 0 ;;
-            *) err "unknown option '$1' (see ./install.sh --help)" ;;
+            *) err "unknown option '$1' (see ./install.sh --help)" 2 ;;
         esac
         shift
     done
 
     case "$OPT_TORCH" in
         auto | cuda | cpu) ;;
-        *) err "LLAMA_BOOTSTRAP_TORCH / --torch must be auto, cuda or cpu, got '$OPT_TORCH'" ;;
+        *) err "LLAMA_BOOTSTRAP_TORCH / --torch must be auto, cuda or cpu, got '$OPT_TORCH'" 2 ;;
     esac
     case "$OPT_PROFILE" in
         '' | global | cn) ;;
-        *) err "LLAMA_BOOTSTRAP_PROFILE / --profile must be global or cn, got '$OPT_PROFILE'" ;;
+        *) err "LLAMA_BOOTSTRAP_PROFILE / --profile must be global or cn, got '$OPT_PROFILE'" 2 ;;
     esac
     case "$OPT_ENV_NAME" in
-        '' | base | *[!A-Za-z0-9._-]*) err "env name '$OPT_ENV_NAME' is not allowed (letters, digits, . _ -; not 'base')" ;;
+        '' | base | *[!A-Za-z0-9._-]*) err "env name '$OPT_ENV_NAME' is not allowed (letters, digits, . _ -; not 'base')" 2 ;;
     esac
     if [ "$OPT_DEMO" != 1 ] && [ ! -f "$OPT_MANIFEST" ]; then
-        err "manifest not found: $OPT_MANIFEST (pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)"
+        err "manifest not found: $OPT_MANIFEST (pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)" 2
     fi
     if [ "$OPT_DEBUG" = 1 ]; then
         export LLAMA_BOOTSTRAP_DEBUG=1
         set -x
     fi
-    # Isolation: nothing from the user's Python setup leaks into the env we build.
-    export PYTHONNOUSERSITE=1
+    # Isolation: nothing from the user's Python setup leaks into the env we build. PYTHONUTF8:
+    # the env's Python reads and writes UTF-8 whatever the locale (the model answers in Chinese).
+    export PYTHONNOUSERSITE=1 PYTHONUTF8=1
     unset PYTHONPATH PYTHONHOME PIP_USER PIP_REQUIRE_VIRTUALENV
     STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/llama-bootstrap"
 }
@@ -242,6 +263,7 @@ select_locks() {
             TORCH_KIND="cpu"; TORCH_REASON="auto: no working nvidia-smi"
         fi
     fi
+    if [ "$TORCH_KIND" = cuda ]; then DISK_GB="$DISK_GB_CUDA"; else DISK_GB="$DISK_GB_CPU"; fi
     CONDA_LOCK="$ROOT_DIR/conda-${PLATFORM}.lock"
     PIP_LOCK="$ROOT_DIR/requirements/${PLATFORM}-${TORCH_KIND}.txt"
     FALLBACK_LOCK="$ROOT_DIR/requirements/demo-${PLATFORM}.txt"
@@ -262,7 +284,8 @@ select_locks() {
     check_url "$MINIFORGE_BASE_URL"
     CONDA_MIRROR=""
     if [ -n "$PROFILE" ] && [ -f "$OPT_MANIFEST" ]; then
-        CONDA_MIRROR="$(manifest_conda_channel "$OPT_MANIFEST" "$PROFILE")"
+        CONDA_MIRROR="$(manifest_value "$OPT_MANIFEST" "profiles.$PROFILE.conda_channel")"
+        if [ -n "$CONDA_MIRROR" ]; then check_url "$CONDA_MIRROR"; fi
     fi
 }
 
@@ -271,26 +294,37 @@ check_url() {
     case "$1" in
         https://*) ;;
         http://127.0.0.1:* | http://127.0.0.1/* | http://localhost:* | http://localhost/*) ;;
-        *) err "refusing to download from '$1': only https:// URLs (http:// only for 127.0.0.1/localhost)" ;;
+        *) err "refusing to download from '$1': only https:// URLs (http:// only for 127.0.0.1/localhost)" 2 ;;
     esac
 }
 
-# A top-level scalar of the manifest (`key: value  # comment`), read line by line.
+# A scalar of the manifest by its dotted key (`profile`, `profiles.cn.conda_channel`), read line
+# by line: two-space indentation, the value on the key's line; a comment starts at whitespace + #;
+# quotes are dropped; a trailing CR (a file saved on Windows) is ignored. Prints nothing when absent.
+# install.ps1's Read-ManifestValue follows the same rules (tests/installers/fixtures/manifest-values.*).
 manifest_value() {
-    awk -v key="$2" '
-        $0 ~ "^" key ":" { v = $0; sub("^" key ":[ ]*", "", v); sub(/[ ]+#.*$/, "", v);
-                           gsub(/["'"'"']/, "", v); print v; exit }
-    ' "$1"
-}
-
-# profiles.<profile>.conda_channel from the manifest, read line by line (no YAML parser yet: the
-# value must sit on one line). Prints nothing when absent.
-manifest_conda_channel() {
     awk -v want="$2" '
-        /^[^ #]/ { in_profiles = ($0 ~ /^profiles:/); in_profile = 0; next }
-        in_profiles && /^  [^ #]/ { name = $1; sub(/:$/, "", name); in_profile = (name == want); next }
-        in_profile && /^    conda_channel:/ { v = $0; sub(/^    conda_channel:[ ]*/, "", v); sub(/[ ]+#.*$/, "", v);
-                                              gsub(/["'"'"']/, "", v); print v; exit }
+        BEGIN { n = split(want, keys, "."); depth = 0 }
+        { sub(/\r$/, "") }
+        /^ *(#.*)?$/ { next }
+        {
+            match($0, /^ */); indent = RLENGTH
+            if (indent % 2) next
+            level = indent / 2 + 1
+            if (level > depth + 1) next
+            depth = level - 1
+            line = substr($0, indent + 1)
+            if (index(line, keys[level] ":") != 1) next
+            if (level < n) { depth = level; next }
+            v = substr(line, length(keys[level]) + 2)
+            sub(/^[ \t]+/, "", v)
+            if (v ~ /^#/) v = ""
+            sub(/[ \t]+#.*$/, "", v)
+            sub(/[ \t]+$/, "", v)
+            gsub(/["'"'"']/, "", v)
+            print v
+            exit
+        }
     ' "$1"
 }
 
@@ -318,13 +352,154 @@ find_conda() {
             fi
         done
     fi
+    decide_env_prefix
+}
+
+# The one place that decides where the env lives: ENV_PREFIX, and why: ENV_WHY. conda's own rule
+# for `--name`: an env of that name in one of its envs dirs, else the first writable envs dir
+# (a read-only base such as /opt/conda, or `envs_dirs` in .condarc, move it to ~/.conda/envs or
+# elsewhere). The env is then created and addressed by that prefix, never by name.
+decide_env_prefix() {
     ENV_PREFIX=""
-    if [ -n "$CONDA_BIN" ]; then
-        local base
-        base="$("$CONDA_BIN" info --base 2>/dev/null)" || err "'$CONDA_BIN info --base' failed; is that conda working?"
-        ENV_PREFIX="$base/envs/$OPT_ENV_NAME"
-    else
+    ENV_WHY=""
+    if [ -z "$CONDA_BIN" ]; then
         ENV_PREFIX="$OPT_CONDA_PREFIX/envs/$OPT_ENV_NAME"
+        ENV_WHY="inside the Miniforge to be installed"
+        return 0
+    fi
+    local info dirs dir skipped=""
+    info="$("$CONDA_BIN" info --json 2>/dev/null)" || err "'$CONDA_BIN info --json' failed; is that conda working?"
+    # conda and mamba 1 say envs_dirs; micromamba and mamba 2 say "envs directories".
+    dirs="$(printf '%s' "$info" | json_string_list envs_dirs)"
+    if [ -z "$dirs" ]; then dirs="$(printf '%s' "$info" | json_string_list 'envs directories')"; fi
+    [ -n "$dirs" ] || err "'$CONDA_BIN info --json' names no envs directories; is that conda working?"
+    while IFS= read -r dir; do
+        if [ -d "$dir/$OPT_ENV_NAME/conda-meta" ]; then
+            ENV_PREFIX="$dir/$OPT_ENV_NAME"; ENV_WHY="an env of that name in conda's envs dir $dir"
+            return 0
+        fi
+    done <<EOF
+$dirs
+EOF
+    while IFS= read -r dir; do
+        if dir_is_writable "$dir"; then
+            ENV_PREFIX="$dir/$OPT_ENV_NAME"
+            ENV_WHY="conda's first writable envs dir${skipped:+ (not writable: $skipped)}"
+            return 0
+        fi
+        skipped="${skipped:+$skipped, }$dir"
+    done <<EOF
+$dirs
+EOF
+    err "none of conda's envs directories is writable ($skipped);
+add one you can write to (conda config --prepend envs_dirs DIR), or use a conda of your own"
+}
+
+# A folder we could create files in: it, or the nearest folder above it that exists.
+dir_is_writable() {
+    local d="$1"
+    while [ ! -e "$d" ]; do
+        case "$d" in / | . | '') return 1 ;; esac
+        d="$(dirname "$d")"
+    done
+    [ -d "$d" ] && [ -w "$d" ] && [ -x "$d" ]
+}
+
+# The strings of the top-level array KEY of the JSON document on stdin, one a line (what conda and
+# micromamba print for `info --json`: any layout; \uXXXX escapes, as conda writes non-ASCII paths,
+# become UTF-8).
+json_string_list() {
+    LC_ALL=C awk -v want="$1" '
+        function hexval(s,    i, c, v) {
+            v = 0
+            for (i = 1; i <= 4; i++) {
+                c = index("0123456789abcdef", tolower(substr(s, i, 1)))
+                if (c == 0) return -1
+                v = v * 16 + c - 1
+            }
+            return v
+        }
+        function utf8(c) {
+            if (c < 128) return sprintf("%c", c)
+            if (c < 2048) return sprintf("%c%c", 192 + int(c / 64), 128 + c % 64)
+            if (c < 65536) return sprintf("%c%c%c", 224 + int(c / 4096), 128 + int(c / 64) % 64, 128 + c % 64)
+            return sprintf("%c%c%c%c", 240 + int(c / 262144), 128 + int(c / 4096) % 64, 128 + int(c / 64) % 64, 128 + c % 64)
+        }
+        { text = text $0 "\n" }
+        END {
+            n = length(text); depth = 0; key = ""; last = ""; inlist = 0
+            for (i = 1; i <= n; i++) {
+                ch = substr(text, i, 1)
+                if (ch == "\"") {
+                    s = ""
+                    for (i++; i <= n; i++) {
+                        ch = substr(text, i, 1)
+                        if (ch == "\"") break
+                        if (ch != "\\") { s = s ch; continue }
+                        e = substr(text, ++i, 1)
+                        if (e == "u") {
+                            c = hexval(substr(text, i + 1, 4)); i += 4
+                            if (c >= 55296 && c < 56320 && substr(text, i + 1, 2) == "\\u") {
+                                c = 65536 + (c - 55296) * 1024 + hexval(substr(text, i + 3, 4)) - 56320; i += 6
+                            }
+                            s = s utf8(c)
+                        } else if (e == "n") s = s "\n"
+                        else if (e == "t") s = s "\t"
+                        else if (e == "r") s = s "\r"
+                        else if (e == "b" || e == "f") s = s
+                        else s = s e
+                    }
+                    if (inlist && depth == 2) print s
+                    last = s
+                } else if (ch == "{" || ch == "[") {
+                    depth++
+                    if (ch == "[" && depth == 2 && key == want) inlist = 1
+                } else if (ch == "}" || ch == "]") {
+                    if (inlist && depth == 2) exit
+                    depth--
+                } else if (ch == ":" && depth == 1) {
+                    key = last
+                } else if (ch == "," && depth == 1) {
+                    key = ""
+                }
+            }
+        }
+    '
+}
+
+# Everything that can be known to fail is checked here, before any download: git (the model's
+# source is cloned with it), free disk where the env goes, and a prefix Miniforge's installer takes.
+check_prerequisites() {
+    GIT_BIN="$(command -v git 2>/dev/null)" || GIT_BIN=""
+    [ -n "$GIT_BIN" ] || err "need git (the model's source is cloned with it); install it with your package manager
+(apt-get install git, dnf install git, ...) and re-run"
+    local need_gb="$DISK_GB"
+    if [ -z "$CONDA_BIN" ]; then
+        # Miniforge's installer refuses a prefix with a space ("Cannot install into directories with spaces").
+        case "$OPT_CONDA_PREFIX" in
+            *' '*) err "the Miniforge prefix '$OPT_CONDA_PREFIX' contains a space, which Miniforge's installer refuses;
+choose another with --conda-prefix DIR (e.g. --conda-prefix /opt/miniforge3, a folder you can write to)" 2 ;;
+        esac
+        if [ -e "$OPT_CONDA_PREFIX" ] && [ -n "$(ls -A "$OPT_CONDA_PREFIX" 2>/dev/null)" ]; then
+            err "$OPT_CONDA_PREFIX exists but holds no conda; remove it or choose another --conda-prefix" 2
+        fi
+        need_gb=$((need_gb + DISK_GB_MINIFORGE))
+    fi
+    DISK_LINE="not checked (no df)"
+    if command -v df >/dev/null 2>&1; then
+        local at="$ENV_PREFIX" free_kb
+        while [ ! -e "$at" ]; do at="$(dirname "$at")"; done
+        free_kb="$(df -Pk "$at" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+        case "$free_kb" in
+            '' | *[!0-9]*) DISK_LINE="not checked (df gave no number for $at)" ;;
+            *)
+                DISK_LINE="$((free_kb / 1048576)) GB free at $at (the env needs about $need_gb GB)"
+                if [ "$free_kb" -lt $((need_gb * 1048576)) ]; then
+                    err "not enough disk for the env: $DISK_LINE;
+free some space there, or put the env on another disk (conda config --prepend envs_dirs DIR, or --conda-prefix DIR)"
+                fi
+                ;;
+        esac
     fi
 }
 
@@ -379,12 +554,16 @@ print_plan() {
             echo "  sha256:       $MINIFORGE_SHA256"
         fi
         echo "  environment:  $env_line"
+        echo "  env prefix:   $ENV_WHY"
+        echo "  git:          $GIT_BIN"
+        echo "  disk:         $DISK_LINE"
         echo "  conda lock:   $CONDA_LOCK"
         if [ -n "$CONDA_MIRROR" ]; then echo "  conda mirror: $CONDA_MIRROR (profile $PROFILE)"; fi
         echo "  torch:        $TORCH_KIND ($TORCH_REASON)"
         echo "  pip lock:     $PIP_LOCK"
         echo "  bootstrapper: pip install --no-deps --no-build-isolation --no-index $ROOT_DIR"
-        echo "  hand-off:     <env python> ${HANDOFF[*]}"
+        if [ "$OPT_INSTALL_ONLY" = 1 ]; then echo "  hand-off:     none (--install-only: the env's python is printed)"
+        else echo "  hand-off:     <env python> ${HANDOFF[*]}"; fi
         if [ "$OPT_DEMO" = 1 ] && [ -z "$CONDA_BIN" ]; then
             echo "  fallback:     if Miniforge cannot be downloaded: a Python $FALLBACK_PYTHON venv at $STATE_DIR/venvs/$OPT_ENV_NAME-demo"
             echo "                with $FALLBACK_LOCK"
@@ -393,18 +572,20 @@ print_plan() {
     } | if [ -n "${LOG_FILE:-}" ]; then tee -a "$LOG_FILE"; else cat; fi
 }
 
-# Download $1 to $2 (curl, else wget); https only, http only for loopback test servers.
+# Download $1 to $2 (curl, else wget); https only, http only for loopback test servers. A
+# connection that does not open in 30 s, or stalls below 1 KB/s for 60 s, is retried.
 downloader() {
     local url="$1" dest="$2" proto="=https"
     check_url "$url"
     case "$url" in http://*) proto="=http,https" ;; esac
     if command -v curl >/dev/null 2>&1; then
-        curl -sSfL --proto "$proto" --proto-redir "$proto" --tlsv1.2 --retry 3 --connect-timeout 30 \
-            -o "$dest" "$url"
+        curl -sSfL --proto "$proto" --proto-redir "$proto" --tlsv1.2 --retry "$DOWNLOAD_RETRIES" \
+            --connect-timeout 30 --speed-time 60 --speed-limit 1024 -o "$dest" "$url"
     elif command -v wget >/dev/null 2>&1; then
         case "$url" in
-            https://*) wget -q --https-only --secure-protocol=TLSv1_2 --tries=3 -O "$dest" "$url" ;;
-            *) wget -q --tries=3 -O "$dest" "$url" ;;
+            https://*) wget -q --https-only --secure-protocol=TLSv1_2 --tries=$((DOWNLOAD_RETRIES + 1)) \
+                --connect-timeout=30 --read-timeout=60 -O "$dest" "$url" ;;
+            *) wget -q --tries=$((DOWNLOAD_RETRIES + 1)) --connect-timeout=30 --read-timeout=60 -O "$dest" "$url" ;;
         esac
     else
         err "need curl or wget to download Miniforge; install one of them and re-run"
@@ -424,9 +605,6 @@ sha256_of() {
 # Returns 1 (after a warning) only when the download itself failed; every other failure is fatal.
 install_miniforge() {
     local url="$MINIFORGE_BASE_URL/$MINIFORGE_FILE" installer="$TMP_DIR/$MINIFORGE_FILE" got dl_err
-    if [ -e "$OPT_CONDA_PREFIX" ] && [ -n "$(ls -A "$OPT_CONDA_PREFIX" 2>/dev/null)" ]; then
-        err "$OPT_CONDA_PREFIX exists but holds no conda; remove it or choose another --conda-prefix"
-    fi
     say "no conda found: downloading Miniforge3 $MINIFORGE_VERSION from $url"
     if ! dl_err="$(downloader "$url" "$installer.part" 2>&1)"; then
         rm -f "$installer.part"
@@ -442,8 +620,14 @@ install_miniforge() {
 nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / --profile) and re-run"
     fi
     mv "$installer.part" "$installer" || err "cannot move $installer.part into place"
+    # An existing, empty prefix (made by hand, or a mount point): -b alone refuses any existing
+    # path; -u ("update") accepts it. check_prerequisites refused a non-empty one.
     say "sha256 verified; installing Miniforge into $OPT_CONDA_PREFIX"
-    ensure bash "$installer" -b -p "$OPT_CONDA_PREFIX"
+    if [ -d "$OPT_CONDA_PREFIX" ]; then
+        ensure bash "$installer" -b -u -p "$OPT_CONDA_PREFIX"
+    else
+        ensure bash "$installer" -b -p "$OPT_CONDA_PREFIX"
+    fi
     CONDA_BIN="$OPT_CONDA_PREFIX/bin/conda"
     CONDA_FOUND_VIA="installed now"
     [ -x "$CONDA_BIN" ] || err "Miniforge installed but $CONDA_BIN is missing"
@@ -452,7 +636,9 @@ nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / --profi
     else
         say "your shell rc files were left alone (pass --init-shell to let conda edit them)"
     fi
-    ENV_PREFIX="$OPT_CONDA_PREFIX/envs/$OPT_ENV_NAME"
+    # Ask the new conda (a ~/.condarc with envs_dirs applies to it too).
+    decide_env_prefix
+    say "the env goes to $ENV_PREFIX ($ENV_WHY)"
 }
 
 # Only reached with --demo, when no conda was found and Miniforge could not be downloaded.
@@ -488,6 +674,16 @@ env_matches_lock() {
     [ -f "$stamp" ] && [ "$(cut -d ' ' -f 1 "$stamp")" = "$(sha256_of "$CONDA_LOCK")" ]
 }
 
+# The lock with its conda-forge URLs moved to the profile's mirror: plain string prefixes (no
+# regular expression, so `&`, `|` or `#` in the mirror URL are taken literally).
+rewrite_lock() {
+    FROM="$CONDA_FORGE_CHANNEL/" TO="${CONDA_MIRROR%/}/" awk '
+        BEGIN { from = ENVIRON["FROM"]; to = ENVIRON["TO"] }
+        index($0, from) == 1 { print to substr($0, length(from) + 1); next }
+        { print }
+    ' "$1"
+}
+
 create_env() {
     ENV_PYTHON="$ENV_PREFIX/bin/python"
     if [ -d "$ENV_PREFIX/conda-meta" ]; then
@@ -500,16 +696,16 @@ create_env() {
 re-run with --yes to replace it, or pick another name with --env-name"
         fi
         say "env $OPT_ENV_NAME does not match the lock: removing it (--yes)"
-        ensure "$CONDA_BIN" remove --yes --name "$OPT_ENV_NAME" --all
+        ensure "$CONDA_BIN" remove --yes --prefix "$ENV_PREFIX" --all
     fi
     local lock="$CONDA_LOCK"
     if [ -n "$CONDA_MIRROR" ]; then
         lock="$TMP_DIR/$(basename "$CONDA_LOCK")"
         say "profile $PROFILE: fetching conda packages from $CONDA_MIRROR"
-        sed "s#^$CONDA_FORGE_CHANNEL/#${CONDA_MIRROR%/}/#" "$CONDA_LOCK" >"$lock" || err "cannot write $lock"
+        rewrite_lock "$CONDA_LOCK" >"$lock" || err "cannot write $lock"
     fi
-    say "creating env $OPT_ENV_NAME from $(basename "$CONDA_LOCK")"
-    ensure "$CONDA_BIN" create --yes --name "$OPT_ENV_NAME" --file "$lock"
+    say "creating env $OPT_ENV_NAME at $ENV_PREFIX from $(basename "$CONDA_LOCK")"
+    ensure "$CONDA_BIN" create --yes --prefix "$ENV_PREFIX" --file "$lock"
     [ -x "$ENV_PYTHON" ] || err "conda created $OPT_ENV_NAME but $ENV_PYTHON is missing"
     printf '%s  %s\n' "$(sha256_of "$CONDA_LOCK")" "$(basename "$CONDA_LOCK")" \
         >"$ENV_PREFIX/conda-meta/llama-bootstrap-lock.sha256" || err "cannot write the env's lock stamp"
@@ -528,15 +724,23 @@ install_bootstrapper() {
         --no-build-isolation --no-index "$ROOT_DIR"
 }
 
+# The CLI's exit code is the installer's: 1 a check or step failed, 2 bad input, 3 locked, 130 interrupted.
 hand_off() {
     handoff_command
     say "handing off: $ENV_PYTHON ${HANDOFF[*]}"
     _log_line "+ $ENV_PYTHON ${HANDOFF[*]}"
-    local rc=0
+    local rc=0 meaning
     "$ENV_PYTHON" "${HANDOFF[@]}" || rc=$?
     _log_line "hand-off exited with $rc"
     if [ "$rc" -ne 0 ]; then
-        err "llama-bootstrap ${HANDOFF[2]} failed (exit $rc); its messages are above"
+        case "$rc" in
+            1) meaning="a check or step failed" ;;
+            2) meaning="bad input" ;;
+            3) meaning="another llama-bootstrap run holds the lock" ;;
+            130) meaning="interrupted" ;;
+            *) meaning="unexpected" ;;
+        esac
+        err "llama-bootstrap ${HANDOFF[2]} failed (exit $rc: $meaning); its messages are above" "$rc"
     fi
     say "done. The environment is $ENV_PREFIX; log: $LOG_FILE"
 }
@@ -550,10 +754,12 @@ main() {
     TMP_DIR=""
     VENV_DIR=""
     trap cleanup EXIT
+    trap 'err "interrupted" 130' INT
     parse_args "$@"
     detect_platform
     select_locks
     find_conda
+    check_prerequisites
     if [ "$OPT_DRY_RUN" != 1 ]; then
         start_log
     fi
@@ -576,6 +782,11 @@ check the network or proxy, try --profile cn, or set LLAMA_BOOTSTRAP_MINIFORGE_U
     fi
     install_pip_layer
     install_bootstrapper
+    if [ "$OPT_INSTALL_ONLY" = 1 ]; then
+        say "installed (--install-only); the env's python is on stdout; log: $LOG_FILE"
+        printf '%s\n' "$ENV_PYTHON"
+        return 0
+    fi
     hand_off
 }
 

@@ -365,6 +365,14 @@ def _run_cli(args: List[str], debug: bool, as_json: bool) -> int:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """The ``llama-bootstrap`` process: run the CLI and exit with its code."""
+    # Printing never fails on the console's encoding: Python 3.9 writes a redirected stream in the
+    # ANSI code page on Windows (cp1252 on en-US), which has no Chinese; what a stream cannot encode
+    # is written as \uXXXX instead of raising UnicodeEncodeError (inside JSON strings that is still
+    # valid JSON). The installers also set PYTHONUTF8=1, so there the streams are UTF-8 anyway.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     code = run_cli(argv)
     if code == EXIT_INTERRUPTED:
         # Do not wait for the download library's worker threads to finish their files: state is

@@ -1,6 +1,7 @@
 """Fixtures for the installer tests: a copy of the release files in tmp_path, a redirected HOME, and
 a STAND-IN conda (tests/installers/fixtures/standin-conda) that records its calls instead of
-installing anything. Nothing here touches the real HOME, /root/miniforge3 or the network."""
+installing anything, and places envs where real conda would. Nothing here touches the real HOME,
+/root/miniforge3 or the network."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ _LEAKY = (
 )
 
 
+#: What find_conda looks for on PATH: never taken from the machine running the tests.
+_CONDAS = ("conda", "mamba", "micromamba")
+
+
+def system_bin(root: Path, hide: tuple[str, ...] = ()) -> Path:
+    """A folder under root of links to the system's commands, without any conda (one on this machine
+    must not change what the tests see) and without the `hide`n ones: the system part of a PATH."""
+    folder = root / ("sysbin-" + "-".join(hide) if hide else "sysbin")
+    folder.mkdir()
+    for system in ("/usr/local/bin", "/usr/bin", "/bin"):
+        if not os.path.isdir(system):
+            continue
+        for tool in sorted(os.listdir(system)):
+            if tool not in _CONDAS + hide and not (folder / tool).exists():
+                (folder / tool).symlink_to(os.path.join(system, tool))
+    return folder
+
+
 class Run(NamedTuple):
     returncode: int
     stdout: str
@@ -59,13 +78,16 @@ class Sandbox:
         self.env: dict[str, str] = {k: v for k, v in os.environ.items() if k not in _LEAKY}
         self.env.update(
             HOME=str(self.home),
-            PATH=os.pathsep.join([str(self.bin), "/usr/local/bin", "/usr/bin", "/bin"]),
+            PATH=os.pathsep.join([str(self.bin), str(self.system_bin())]),
             TMPDIR=str(root),
             STANDIN_LOG=str(self.standin_log),
             STANDIN_CONDA_BASE=str(self.conda_base),
         )
         for key in [k for k in self.env if k.startswith("LLAMA_BOOTSTRAP_")]:
             del self.env[key]
+
+    def system_bin(self, hide: tuple[str, ...] = ()) -> Path:
+        return system_bin(self.root, hide)
 
     @property
     def prefix(self) -> Path:
@@ -88,9 +110,9 @@ class Sandbox:
             return []
         return self.standin_log.read_text().splitlines()
 
-    def make_env(self, name: str = "myenv", stamp_lock: Path | None = None) -> Path:
+    def make_env(self, name: str = "myenv", stamp_lock: Path | None = None, envs_dir: Path | None = None) -> Path:
         """An existing env as the stand-in conda would have made it (optionally stamped with a lock)."""
-        env = self.conda_base / "envs" / name
+        env = (envs_dir or self.conda_base / "envs") / name
         (env / "conda-meta").mkdir(parents=True)
         (env / "bin").mkdir()
         shutil.copy2(FIXTURES / "standin-python", env / "bin" / "python")
@@ -111,6 +133,24 @@ class Sandbox:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def call(self, script: str, **env: str) -> Run:
+        """Run bash with install.sh's functions loaded (everything but its last line, `main "$@"`)
+        followed by `script`: for the functions that need a state only a real download could reach."""
+        full_env = dict(self.env)
+        full_env.update(env)
+        lines = (self.repo / "install.sh").read_text().rstrip("\n").splitlines()
+        assert lines[-1] == 'main "$@" || exit 1'
+        proc = subprocess.run(  # noqa: S603 - fixed argv, our own script
+            ["bash", "-c", "\n".join(lines[:-1]) + "\n" + script],
+            env=full_env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
             check=False,
         )
         return Run(proc.returncode, proc.stdout, proc.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, closed_port
+from .conftest import REPO, closed_port, system_bin
 
 CLI = REPO / "bootstrap" / "cli.py"
 
@@ -40,7 +40,6 @@ def _python311() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_demo_command(), reason="bootstrap/cli.py has no `demo` command yet")
 @pytest.mark.skipif(_python311() is None, reason="the venv fallback needs Python 3.11 (requirements/demo-linux-64.txt)")
-@pytest.mark.skipif(shutil.which("conda") is not None, reason="a real conda is on PATH: the fallback would not run")
 def test_demo_runs_end_to_end_in_the_venv_fallback(tmp_path: Path) -> None:
     release = tmp_path / "release"
     shutil.copytree(
@@ -54,7 +53,7 @@ def test_demo_runs_end_to_end_in_the_venv_fallback(tmp_path: Path) -> None:
             "__pycache__",
             ".pytest_cache",
             ".ruff_cache",
-            ".venv",
+            ".venv*",
             "models",
             "Llama2-Chinese",
             "demo-run",
@@ -71,6 +70,8 @@ def test_demo_runs_end_to_end_in_the_venv_fallback(tmp_path: Path) -> None:
     env.update(
         HOME=str(home),
         TMPDIR=str(tmp_path),
+        # No conda from this machine (the fallback is what this test runs), the rest of the system's commands.
+        PATH=str(system_bin(tmp_path)),
         LLAMA_BOOTSTRAP_MINIFORGE_URL=f"http://127.0.0.1:{closed_port()}",
     )
     proc = subprocess.run(  # noqa: S603 - fixed argv

@@ -1,6 +1,6 @@
 """Structural checks that need neither conda nor PowerShell: shellcheck, a PowerShell parse with
-tree-sitter, parity between the two scripts (flags, variables, steps: parsed from the scripts), the
-workflows, and the pip locks."""
+tree-sitter, parity between the two scripts (flags, variables, steps, exit codes, rules: parsed from
+the scripts), and the pip locks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from .conftest import REPO
 
@@ -77,13 +76,18 @@ def test_the_ps1_parse_check_does_catch_errors() -> None:
 
 
 def test_install_ps1_shape() -> None:
-    assert re.search(r"^\[CmdletBinding\(\)\]\s*\nparam\(", PS1, re.MULTILINE)
+    assert re.search(r"^\[CmdletBinding\(PositionalBinding = \$false\)\]\s*\nparam\(", PS1, re.MULTILINE)
     assert "Get-FileHash -LiteralPath $part -Algorithm SHA256" in PS1
     assert "SecurityProtocolType]::Tls12" in PS1 and "PSVersion.Major -lt 5" in PS1
-    tail = [line for line in PS1.splitlines() if line.strip()][-14:]
-    assert "try {" in tail and "    exit 1" in tail
+    tail = [line.strip() for line in PS1.splitlines() if line.strip()][-16:]
+    assert "try {" in tail and "} finally {" in tail and tail[-1] == "exit $script:ExitCode"
     for forbidden in ("Read-Host", "pause", "SkipCertificateCheck", "ServerCertificateValidationCallback"):
         assert forbidden not in PS1
+
+
+def test_install_ps1_is_ascii() -> None:
+    """Windows PowerShell 5.1 reads a file without a byte-order mark in the ANSI code page."""
+    assert (REPO / "install.ps1").read_bytes().isascii()
 
 
 # ---- parity -----------------------------------------------------------------------------------
@@ -122,20 +126,73 @@ def _kebab_to_pascal(flag: str) -> str:
     return "".join(part.capitalize() for part in flag.lstrip("-").split("-"))
 
 
+def _ps1_params() -> set[str]:
+    param_block = PS1[PS1.index("\nparam(") : PS1.index("\n)\n")]
+    return set(re.findall(r"^\s+\[(?:string|switch)\]\$([A-Za-z]+),?$", param_block, re.MULTILINE)) - {"Help"}
+
+
 def test_both_scripts_know_the_same_flags() -> None:
     sh_case = _body(SH, "\nparse_args() {")
     sh_flags = set(re.findall(r"^\s+((?:--[a-z-]+)(?: \| --[a-z-]+)*)\)", sh_case, re.MULTILINE))
     sh_flags = {f for group in sh_flags for f in group.split(" | ")} - {"--help"}
-    param_block = PS1[PS1.index("param(") : PS1.index("\n)\n")]
-    ps_params = set(re.findall(r"\$([A-Za-z]+)", param_block)) - {"Help"}
+    ps_params = _ps1_params()
     # --debug maps to PowerShell's common -Debug parameter (a [CmdletBinding()] script cannot redeclare it).
     assert {_kebab_to_pascal(f) for f in sh_flags} == ps_params | {"Debug"}
-    assert "[CmdletBinding()]" in PS1 and "$PSBoundParameters.ContainsKey('Debug')" in PS1
+    assert "$PSBoundParameters.ContainsKey('Debug')" in PS1
     usage = _body(SH, "\nusage() {")
     for flag in sh_flags:
         assert flag in usage, f"usage() does not mention {flag}"
     for param in ps_params:
         assert f".PARAMETER {param}\n" in PS1, f"install.ps1 help lacks .PARAMETER {param}"
+
+
+def test_choices_are_the_same_and_case_sensitive_in_both() -> None:
+    for sh_var, ps_param in (("OPT_TORCH", "Torch"), ("OPT_PROFILE", "Profile")):
+        sh_case = re.search(rf'case "\${sh_var}" in\n\s+([^)]+)\)', SH).group(1)
+        sh_values = [v.strip().strip("'") for v in sh_case.split("|") if v.strip() != "''"]
+        validate = re.search(rf"\[ValidateSet\(([^)]*)\)\]\s*\[string\]\${ps_param},", PS1)
+        assert validate, ps_param
+        assert "IgnoreCase = $false" in validate.group(1)
+        assert re.findall(r"'([a-z]+)'", validate.group(1)) == sh_values
+    # The variables' values are checked case-sensitively too (-notcontains ignores case).
+    assert "-cnotcontains $o.Torch" in PS1 and "-cnotcontains $o.Profile" in PS1
+    assert not re.search(r"\) -notcontains \$", PS1)
+
+
+def test_bad_input_exits_2_in_both_scripts() -> None:
+    for needle in ("must be auto, cuda or cpu", "must be global or cn", "is not allowed (letters", "manifest not found",
+                   "only https:// URLs", "exists but holds no conda", "must be 0 or 1, got"):
+        for name, text in (("install.sh", SH), ("install.ps1", PS1)):
+            line = next(line for line in text.splitlines() if needle in line)
+            assert re.search(r"""["'] 2( ;;| })?$""", line.strip()), (name, line)
+
+
+def test_the_exit_code_of_the_hand_off_is_passed_through() -> None:
+    assert re.search(r'err "llama-bootstrap \$\{HANDOFF\[2\]\} failed \(exit \$rc: \$meaning\)[^"]*" "\$rc"', SH)
+    assert re.search(r"Stop-Install \"llama-bootstrap \$\(\$handOff\[2\]\) failed "
+                     r"\(exit \$\(\$code\): \$meaning\)[^\"]*\" \$code", PS1)
+    assert "$_.Exception.Data['llama-bootstrap-exit']" in PS1
+
+
+def test_both_hand_offs_run_python_in_utf8_mode() -> None:
+    assert re.search(r"^\s+export PYTHONNOUSERSITE=1 PYTHONUTF8=1$", SH, re.MULTILINE)
+    assert "$env:PYTHONUTF8 = '1'" in PS1
+
+
+def test_downloads_retry_alike_and_time_out() -> None:
+    assert re.search(r"^DOWNLOAD_RETRIES=(\d+)$", SH, re.MULTILINE).group(1) == re.search(
+        r"^\$DownloadRetries = (\d+)$", PS1, re.MULTILINE).group(1)
+    curl = _body(SH, "\ndownloader() {")
+    for option in ('--retry "$DOWNLOAD_RETRIES"', "--connect-timeout 30", "--speed-time 60", "--speed-limit 1024"):
+        assert option in curl
+    assert "$try -le $DownloadRetries + 1" in PS1
+
+
+def test_the_mirror_rewrite_uses_no_regular_expression() -> None:
+    rewrite = _body(SH, "\nrewrite_lock() {")
+    assert "index($0, from) == 1" in rewrite and not re.search(r"\bsed\b", SH)
+    assert 'ENVIRON["TO"]' in rewrite  # awk -v would read backslash escapes in the URL
+    assert "$line.StartsWith(\"$CondaForgeChannel/\", [System.StringComparison]::Ordinal)" in PS1
 
 
 def test_both_scripts_read_the_same_variables() -> None:
@@ -152,6 +209,7 @@ def test_both_scripts_read_the_same_variables() -> None:
         "LLAMA_BOOTSTRAP_SKIP_DOWNLOAD",
         "LLAMA_BOOTSTRAP_SKIP_SMOKE",
         "LLAMA_BOOTSTRAP_DEMO",
+        "LLAMA_BOOTSTRAP_INSTALL_ONLY",
         "LLAMA_BOOTSTRAP_DRY_RUN",
         "LLAMA_BOOTSTRAP_YES",
         "LLAMA_BOOTSTRAP_INIT_SHELL",
@@ -174,31 +232,7 @@ def test_pinned_values_agree() -> None:
             assert sha in (REPO / "docs" / "installers.md").read_text(), f"{sha} is not documented"
 
 
-# ---- workflows --------------------------------------------------------------------------------
-def _workflow(name: str) -> dict:
-    data = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
-    assert isinstance(data, dict)
-    return data
-
-
-def test_provision_workflow_runs_both_installers_in_demo_mode() -> None:
-    wf = _workflow("provision.yml")
-    assert set(wf["jobs"]) == {"linux", "windows"}
-    assert wf["jobs"]["linux"]["runs-on"] == "ubuntu-latest"
-    assert wf["jobs"]["windows"]["runs-on"] == "windows-latest"
-    linux = " ".join(str(step.get("run", "")) for step in wf["jobs"]["linux"]["steps"])
-    windows = " ".join(str(step.get("run", "")) for step in wf["jobs"]["windows"]["steps"])
-    assert "./install.sh --demo" in linux and "--dry-run" in linux
-    assert ".\\install.ps1 -Demo" in windows and "-DryRun" in windows
-    assert any(step.get("shell") == "powershell" for step in wf["jobs"]["windows"]["steps"])  # 5.1, not pwsh
-
-
-def test_relock_workflow_runs_the_lock_command_and_proposes_the_diff() -> None:
-    wf = _workflow("relock.yml")
-    triggers = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as True
-    assert "workflow_dispatch" in triggers and "schedule" in triggers
-    steps = " ".join(str(step.get("run", "")) for step in wf["jobs"]["relock"]["steps"])
-    assert "llama-bootstrap lock" in steps and "gh pr create" in steps
+# The workflows and the composite action: test_workflows.py.
 
 
 # ---- pip locks --------------------------------------------------------------------------------
