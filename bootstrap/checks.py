@@ -234,7 +234,9 @@ def check_disk(plan: Plan, facts: Facts) -> CheckResult:
     model = plan.model
     where, problem = facts.probes.folder_problem(plan.weights_dir)
     if problem is not None:
-        what = f"{where} is not a folder" if problem == "not a folder" else f"{where} is not writable ({problem})"
+        kind = "a symlink to a file" if where.is_symlink() else "a file"
+        what = f"{where} is {kind}, not a folder" if problem == "not a folder" else \
+            f"{where} is not writable ({problem})"
         return CheckResult("disk", FAIL, f"weights.dir {plan.weights_dir} cannot be written: {what}",
                            UNWRITABLE_REMEDY.get(problem, "set weights.dir to a writable folder"),
                            {"path": str(where), "weights_dir": str(plan.weights_dir), "problem": problem})

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
-from bootstrap.transport import body_chunks, network_errors
+from bootstrap.transport import body_chunks, network_errors, with_server_message
 
 MiB = 1024 * 1024
 PIECE_SIZE = 8 * MiB
@@ -423,7 +423,10 @@ class Downloader:
                         p.written = 0
                 self._stream_whole(f, response)
             else:
-                raise _http_error(response, job, self.transport)
+                error = _http_error(response, job, self.transport)
+                if isinstance(error, errors.BootstrapError):
+                    error = with_server_message(error, response)
+                raise error
         finally:
             response.close()
 

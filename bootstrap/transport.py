@@ -17,6 +17,7 @@ query. Proxies (``HTTPS_PROXY`` …) and CA bundles (``REQUESTS_CA_BUNDLE``) fro
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
@@ -157,6 +158,29 @@ def body_chunks(response: Any, chunk: int, *, stall_s: Optional[float] = None,
             if window_bytes < min_bytes:
                 raise Stalled(f"less than {min_bytes // 1024} KiB in {stall_s:.0f} s")
             window_start, window_bytes = now, 0
+
+
+def server_message(response: Any, limit: int = 300) -> str:
+    """What an error answer says (X-Error-Message, or the JSON body's "error"/"message"), shortened and with
+    control characters escaped: the server's words are data, shown to help, never trusted."""
+    text = response.headers.get("X-Error-Message") or ""
+    if not text:
+        try:
+            body = b"".join(body_chunks(response, 4096, stall_s=5.0, min_bytes=1))[:4096]
+            doc = json.loads(body.decode("utf-8", "replace"))
+            text = str(doc.get("error") or doc.get("message") or doc.get("Message") or "") if isinstance(doc, dict) \
+                else ""
+        except Exception:  # noqa: BLE001 - no readable message: say nothing
+            text = ""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text.strip())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def with_server_message(exc: errors.BootstrapError, response: Any) -> errors.BootstrapError:
+    said = server_message(response)
+    if said:
+        exc.message = f"{exc.message} (the server says: {said})"
+    return exc
 
 
 def network_errors() -> Tuple[type, ...]:

@@ -380,7 +380,7 @@ def test_a_file_where_weights_dir_should_be(plan: Plan) -> None:
     plan.weights_dir.write_text("not a folder")
     c = disk_check(plan)
     assert c.status == FAIL
-    assert f"{plan.weights_dir} is not a folder" in c.detail and "move that file away" in c.remedy
+    assert f"{plan.weights_dir} is a file, not a folder" in c.detail and "move that file away" in c.remedy
     assert c.data == {"path": str(plan.weights_dir), "weights_dir": str(plan.weights_dir), "problem": "not a folder"}
     assert plan.weights_dir.read_text() == "not a folder"  # untouched
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bootstrap import errors
 from bootstrap.fetch import Downloader, FetchOptions, FileJob, Outcome
-from bootstrap.transport import Transport, body_chunks, connect_failed, network_errors
+from bootstrap.transport import Transport, body_chunks, connect_failed, network_errors, with_server_message
 from bootstrap.urls import is_loopback_host, shown_host
 
 MAX_LISTING_BYTES = 64 * 1024 * 1024
@@ -145,10 +145,10 @@ class HttpSource(Source):
                         return _json_body(response, what, self.label)
                     if response.status_code in LISTING_RETRY_STATUS and attempt < self.retries:
                         raise _RetryStatus(response.status_code)
-                    mapped = status_errors(response)
-                    raise mapped if mapped is not None else errors.DownloadError(
+                    mapped = status_errors(response) or errors.DownloadError(
                         f"{what}: HTTP {response.status_code} from {self.label}", url=self.label,
                         remedy="the server failed; try again later or use another source")
+                    raise with_server_message(mapped, response)
                 finally:
                     response.close()
             except errors.BootstrapError:
