@@ -45,6 +45,7 @@ META_EVERY_S = 1.0
 NICE = 10
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a planted symlink in .partial/ is never written through
 
 
 @dataclass
@@ -59,6 +60,7 @@ class FileJob:
     partial_dir: Path
     url: str = ""  # where to GET it (HTTP sources)
     commit: Optional[str] = None  # the commit the source must answer for (X-Repo-Commit), when it says
+    fence: Optional[Path] = None  # the folder the target must still be inside when it is moved there
 
     @property
     def key(self) -> str:
@@ -126,10 +128,12 @@ def resumable_bytes(job: FileJob, piece_size: int = PIECE_SIZE) -> int:
 def _read_meta(job: FileJob, piece_size: int) -> Optional[Dict[int, int]]:
     """{piece index: bytes written} from the sidecar, if it describes exactly this job's content."""
     try:
+        if job.meta.is_symlink() or job.partial.is_symlink():
+            return None
         with open(job.meta, encoding="utf-8") as fh:
             doc = json.load(fh)
         held = os.stat(job.partial).st_size
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or doc.get("name") != job.name or doc.get("size") != job.size or \
             doc.get("want") != job.want or doc.get("piece") != piece_size or held != job.size:
@@ -179,12 +183,16 @@ class _File:
         self.fd = -1
         self.open_lock = threading.Lock()
         self.hasher: Optional[threading.Thread] = None
+        self.generation = 0  # bumped when the file is restarted from byte 0 (a server without ranges)
         self.meta_dirty = False
 
     def load(self) -> None:
         """Take over what an earlier run recorded (nothing is opened yet: files are opened when fetched, so a
         repo of many files never holds more descriptors or hashers than it has connections)."""
         job = self.job
+        for planted in (job.partial, job.meta):  # ours are plain files: a symlink was put there by someone else
+            if planted.is_symlink():
+                planted.unlink()
         state = _read_meta(job, self.piece_size)
         if state is None:
             remove_partial(job)
@@ -204,7 +212,8 @@ class _File:
             job = self.job
             job.partial_dir.mkdir(parents=True, exist_ok=True)
             fresh = not job.partial.exists()
-            self.fd = os.open(str(job.partial), os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+            self.fd = os.open(str(job.partial), os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_BINARY", 0),
+                              0o600)
             if fresh:
                 os.ftruncate(self.fd, job.size)
             self.save_meta()
@@ -218,11 +227,22 @@ class _File:
 
     def contiguous(self) -> int:
         """Bytes from the start of the file that are written without a gap."""
+        return self.contiguous_at()[0]
+
+    def contiguous_at(self) -> Tuple[int, int]:
+        """(contiguous bytes, generation), read together."""
         with self.lock:
             for piece in self.pieces:
                 if not piece.done:
-                    return piece.start + piece.written
-        return self.job.size
+                    return piece.start + piece.written, self.generation
+            return self.job.size, self.generation
+
+    def restart(self) -> None:
+        """Everything is fetched again from byte 0: what was written and hashed so far no longer counts."""
+        with self.lock:
+            for p in self.pieces:
+                p.written = 0
+            self.generation += 1
 
     def all_written(self) -> bool:
         with self.lock:
@@ -234,7 +254,10 @@ class _File:
                    "written": {str(p.index): p.written for p in self.pieces if p.written}}
             self.meta_dirty = False
         tmp = self.job.meta.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        if tmp.is_symlink():
+            tmp.unlink()
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh)
         os.replace(tmp, self.job.meta)
 
@@ -268,16 +291,21 @@ def _hash_prefix(f: _File, cancel: threading.Event) -> None:
         f.hashed.set()
         return
     try:
-        fd = os.open(str(job.partial), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = os.open(str(job.partial), os.O_RDONLY | _NOFOLLOW | getattr(os, "O_BINARY", 0))
     except OSError:
         f.hashed.set()
         return
     try:
-        pos = 0
-        while pos < job.size:
+        pos, generation = 0, f.contiguous_at()[1]
+        while True:
             if cancel.is_set() or f.state == "failed":
                 return
-            end = f.contiguous()
+            end, now = f.contiguous_at()
+            if now != generation:  # restarted from byte 0: so is the hash
+                digest, pos, generation = new_digest(job.algo, job.size), 0, now
+                continue
+            if pos >= job.size:
+                break
             if end <= pos:
                 f.progress.wait(0.05)
                 f.progress.clear()
@@ -384,13 +412,14 @@ class Downloader:
 
     def _request(self, f: _File, piece: _Piece) -> None:
         job = f.job
-        if piece.done:
+        single = f.state == "single"  # no ranges: every try streams the whole file from byte 0
+        if piece.done and not single:
             return
         f.ensure_open(self.cancel)
         probing = f.state == "probing"
         start = piece.start + piece.written
         url = f.final_url or job.url
-        headers = {"Range": f"bytes={start}-{piece.end - 1}"} if job.size else {}
+        headers = {"Range": f"bytes={start}-{piece.end - 1}"} if job.size and not single else {}
         response = self.transport.request("GET", url, headers=headers, stream=True)
         try:
             status = response.status_code
@@ -399,7 +428,7 @@ class Downloader:
                 raise _Retry(f"HTTP {status} from the redirect target")
             seen_commit = response.headers.get("X-Repo-Commit")
             if status in (200, 206) and job.commit and seen_commit and seen_commit.strip() != job.commit:
-                raise errors.CommitMismatch(job.name, want=job.commit, got=seen_commit.strip()[:64],
+                raise errors.CommitMismatch(job.name, want=job.commit, got=ascii(seen_commit.strip()[:64]),
                                             source=self.transport.label, where="the listing")
             if status == 206:
                 _check_content_range(response, start, piece.end - 1, job)
@@ -419,8 +448,7 @@ class Downloader:
                     if f.state != "single" and job.size > self.options.piece_size:
                         self.log(f"{job.name}: the server does not serve byte ranges; one connection")
                     f.state = "single"
-                    for p in f.pieces:
-                        p.written = 0
+                    f.restart()
                 self._stream_whole(f, response)
             else:
                 error = _http_error(response, job, self.transport)
@@ -550,6 +578,7 @@ def finish(job: FileJob, digest: Optional[str], fetched: int) -> Outcome:
     if job.algo is not None and digest != job.want:
         remove_partial(job)
         return Outcome(job.name, False, digest, fetched)
+    _check_fence(job)
     os.chmod(job.partial, 0o644)
     os.replace(job.partial, job.target)
     try:
@@ -686,7 +715,21 @@ def copy_local(job: FileJob, source: Path, *, hardlink: bool, cancel: Optional[t
         if job.algo is not None and got != job.want:
             remove_partial(job)
             return Outcome(job.name, False, got, 0)
+        _check_fence(job)
         os.replace(job.partial, job.target)
         return Outcome(job.name, True, got, 0)
     return finish(job, got, fetched)
+
+
+def _check_fence(job: FileJob) -> None:
+    """The target's folder is still inside the model folder (it could have been swapped for a symlink since the
+    name was checked): checked again right before the move."""
+    if job.fence is None:
+        return
+    fence = os.path.realpath(job.fence)
+    parent = os.path.realpath(job.target.parent)
+    if parent != fence and not parent.startswith(fence.rstrip(os.sep) + os.sep):
+        remove_partial(job)
+        raise errors.UntrustedSource(f"{ascii(job.name)}: its folder now leads out of {job.fence} (a symlink)",
+                                     filename=job.name, remedy=f"remove the symlink inside {job.fence}")
 

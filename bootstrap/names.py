@@ -32,8 +32,8 @@ def name_problem(name: object) -> Optional[str]:
         return "empty"
     if len(name) > MAX_NAME:
         return f"longer than {MAX_NAME} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "contains a control character"
+    if not name.isprintable():  # C0/C1 controls, bidi overrides and other format characters, odd spaces
+        return "contains a control, format or invisible character"
     if "\\" in name:
         return "contains a backslash"
     if ":" in name:
@@ -54,6 +54,13 @@ def name_problem(name: object) -> Optional[str]:
     if name.split("/", 1)[0] in RESERVED_TOP:
         return f"is inside {name.split('/', 1)[0]}/, which belongs to the downloader"
     return None
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` safe to show on a terminal: what a server said, with every non-printable character (escape
+    sequences, C1 controls, bidi overrides) written as an escape, and shortened."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def check_name(name: object, *, source: Optional[str] = None, repo_id: Optional[str] = None) -> str:
@@ -86,6 +93,7 @@ class ModelFolder:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._real_root: Optional[str] = None
 
     @property
     def partial_dir(self) -> Path:
@@ -102,7 +110,9 @@ class ModelFolder:
         partial.mkdir(exist_ok=True)
 
     def real_root(self) -> str:
-        return os.path.realpath(self.root)
+        if self._real_root is None or not os.path.isdir(self.root):  # cached once the folder exists
+            self._real_root = os.path.realpath(self.root)
+        return self._real_root
 
     def inside(self, path: Path) -> bool:
         """Does ``path`` (its parent folders resolved) stay inside the model folder?"""

@@ -42,6 +42,7 @@ DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_S = 1.0
 PROGRESS_EVERY_S = 10.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+MAX_FILES = 10_000  # a model repo has tens of files; a listing of more is refused (the lock's limit too)
 # Never fetched: other frameworks' weights. Pickle weights are skipped when safetensors exist.
 OTHER_FRAMEWORKS = ("*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.gguf", "*.tflite", "flax_model*",
                     "tf_model*", "rust_model*", "coreml/*", "onnx/*")
@@ -91,7 +92,7 @@ class Want:
 
     def record(self, path: Path) -> Dict[str, Any]:
         st = path.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
                 "sha256": self.digest if self.algo == "sha256" else None,
                 "blob_id": self.digest if self.algo == "git-blob" else None}
 
@@ -195,6 +196,7 @@ def _record_ok(path: Path, want: Want, record: Optional[Dict[str, Any]]) -> bool
     except OSError:
         return False
     return (record.get("size") == st.st_size == want.size and record.get("mtime_ns") == st.st_mtime_ns
+            and record.get("ctime_ns", st.st_ctime_ns) == st.st_ctime_ns
             and record.get("sha256") == (want.digest if want.algo == "sha256" else None)
             and record.get("blob_id") == (want.digest if want.algo == "git-blob" else None))
 
@@ -211,6 +213,11 @@ def _hash_in_place(path: Path, want: Want) -> bool:
 
 
 def _unusable(source: Source, pin: Any, ref: RepoRef) -> Optional[errors.BootstrapError]:
+    if source.kind != "hub" and pin is None and _COMMIT.match(ref.revision):
+        return errors.NotPinned(
+            f"{ref.repo_id}: the manifest pins commit {ref.revision}, which only the Hub or the weights lock can "
+            f"vouch for; {source.label} cannot", repo_id=ref.repo_id, url=source.label,
+            remedy="pin the repo with `llama-bootstrap lock --weights` so any source is checked against the lock")
     if source.needs_pin and pin is None:
         return errors.NotPinned(
             f"{ref.repo_id}: {source.label} has no TLS, so it may only serve repos pinned in the weights lock",
@@ -263,6 +270,10 @@ def _pull_from(plan: Plan, ref: RepoRef, pin: Any, source: Source, folder: Model
                previous: Optional[Dict[str, Any]], options: PullOptions, log: Callable[[str], None],
                disk_need_extra: int) -> RepoResult:
     remote = source.listing(ref, pin)
+    if len(remote.files) > MAX_FILES:
+        raise errors.UntrustedSource(f"{ref.repo_id}: {source.label} lists {len(remote.files)} files (a model has "
+                                     f"tens; more than {MAX_FILES} is refused)", source=source.label,
+                                     repo_id=ref.repo_id)
     check_names([f.path for f in remote.files], source=source.label, repo_id=ref.repo_id)
     if source.kind == "hub" and _COMMIT.match(ref.revision) and remote.commit != ref.revision:
         raise errors.CommitMismatch(ref.repo_id, want=ref.revision, got=remote.commit, source=source.label)
@@ -289,7 +300,7 @@ def _pull_from(plan: Plan, ref: RepoRef, pin: Any, source: Source, folder: Model
         f"({_size(sum(w.size for w in todo))})")
     for attempt in (1, 2):
         jobs = [FileJob(w.name, w.size, w.algo, w.digest, _target(folder, w.name), folder.partial_dir, url,
-                        commit if source.kind == "hub" else None) for w, url in zip(todo, urls)]
+                        commit if source.kind == "hub" else None, fence=folder.root) for w, url in zip(todo, urls)]
         outcomes = _fetch(source, ref, jobs, fetch_options, log)
         by_name = {w.name: w for w in todo}
         bad = []
@@ -414,7 +425,7 @@ def pull(plan: Plan, previous: Optional[Dict[str, Any]], options: PullOptions,
     """Pull every repo the model needs. ``previous`` is the last pull result (from the state file)."""
     lock = load_lock(plan)
     require = options.require_lock or plan.require_lock
-    before = {r["repo_id"]: r for r in (previous or {}).get("repos", []) if isinstance(r, dict)}
+    before = {r["repo_id"]: r for r in _records(previous)}
     sources = [open_source(spec, plan.token, retries=options.retries, backoff_s=options.backoff_s)
                for spec in plan.sources]
     repos = []
@@ -436,6 +447,19 @@ def pull(plan: Plan, previous: Optional[Dict[str, Any]], options: PullOptions,
             "pinned": all(r["pinned"] for r in repos), "repos": repos}
 
 
+def _records(previous: Any) -> List[Dict[str, Any]]:
+    """The repo records of an earlier pull that have the shape this version writes (others are ignored: the
+    files are then checked again, never trusted)."""
+    repos = previous.get("repos") if isinstance(previous, dict) else None
+    out = []
+    for r in repos if isinstance(repos, list) else []:
+        if isinstance(r, dict) and isinstance(r.get("repo_id"), str) and isinstance(r.get("commit"), str) and \
+                isinstance(r.get("files"), dict) and isinstance(r.get("size_only", {}), dict) and \
+                all(isinstance(v, dict) for v in {**r["files"], **r.get("size_only", {})}.values()):
+            out.append(r)
+    return out
+
+
 def unchanged_since(result: Dict[str, Any]) -> bool:
     """Are all files of a recorded pull still there, unchanged (size and mtime)? No network, no hashing."""
     try:
@@ -446,7 +470,8 @@ def unchanged_since(result: Dict[str, Any]) -> bool:
                     st = (local_dir / rel).stat()
                 except OSError:
                     return False
-                if st.st_size != rec.get("size") or st.st_mtime_ns != rec.get("mtime_ns"):
+                if st.st_size != rec.get("size") or st.st_mtime_ns != rec.get("mtime_ns") or \
+                        rec.get("ctime_ns", st.st_ctime_ns) != st.st_ctime_ns:  # a rewrite that kept the mtime
                     return False
         return bool(result.get("repos"))
     except (AttributeError, KeyError, TypeError):  # a state file of another shape: not unchanged

@@ -18,6 +18,7 @@ query. Proxies (``HTTPS_PROXY`` …) and CA bundles (``REQUESTS_CA_BUNDLE``) fro
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
@@ -34,6 +35,9 @@ REDIRECTS = (301, 302, 303, 307, 308)
 # retried. Far below any real link (32 KiB in 30 s is ~1 KB/s), far above a server that drips a byte a minute.
 STALL_S = 30.0
 STALL_MIN_BYTES = 32 * 1024
+# The status line and headers of a response must arrive within this long (a socket timeout restarts with
+# every byte, so a server that drips its headers would otherwise hold a connection forever).
+HEADERS_DEADLINE_S = 60.0
 
 
 class Stalled(ConnectionError):
@@ -97,6 +101,9 @@ class Transport:
             import requests
 
             session = requests.Session()
+            adapter = _deadline_adapter()
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
             session.auth = _no_auth
             session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
             session.headers["User-Agent"] = f"llama-bootstrap/{__version__}"
@@ -135,6 +142,60 @@ class Transport:
         if session is not None:
             session.close()
             self._local.session = None
+
+
+def _cut(connection: Any) -> None:
+    """Shut a connection's socket down: a thread blocked reading from it wakes up with an error."""
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _with_header_deadline(connection_cls: type) -> type:
+    class Deadlined(connection_cls):  # type: ignore[misc, valid-type]
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            timer = threading.Timer(HEADERS_DEADLINE_S, _cut, args=(self,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return super().getresponse(*args, **kwargs)
+            finally:
+                timer.cancel()
+
+    Deadlined.__name__ = f"Deadlined{connection_cls.__name__}"
+    return Deadlined
+
+
+def _deadline_adapter() -> Any:
+    """A ``requests`` adapter whose connections (direct and through an http(s) proxy) give up on a response
+    whose headers do not arrive within HEADERS_DEADLINE_S."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = _with_header_deadline(HTTPConnection)
+
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = _with_header_deadline(HTTPSConnection)
+
+    pools = {"http": Pool, "https": TlsPool}
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: Any, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if hasattr(manager, "pool_classes_by_scheme") and not type(manager).__name__.startswith("SOCKS"):
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter()
 
 
 def body_chunks(response: Any, chunk: int, *, stall_s: Optional[float] = None,
@@ -177,6 +238,11 @@ def server_message(response: Any, limit: int = 300) -> str:
 
 
 def with_server_message(exc: errors.BootstrapError, response: Any) -> errors.BootstrapError:
+    """``exc`` with what the server said appended; never when the request carried the token (a server can echo
+    a token in forms no scrubbing recognises: reversed, spaced, base64)."""
+    request = getattr(response, "request", None)
+    if request is not None and "Authorization" in getattr(request, "headers", {}):
+        return exc
     said = server_message(response)
     if said:
         exc.message = f"{exc.message} (the server says: {said})"

@@ -92,4 +92,5 @@ def shown_host(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    shown = f"{parts.scheme}://{host}{port}{parts.path}"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in shown)[:300]

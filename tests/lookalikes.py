@@ -167,6 +167,15 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         hub = self.hub
         hub.record(method, self.path, self.headers)
+        if hub.drip_headers:  # the status line, a byte at a time: never a whole response
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: " + b"x" * 1000:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(hub.drip_headers)
+            return
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         for glob, location in hub.redirects.items():
@@ -316,6 +325,7 @@ class HostileHub(_Base):
         self.commit_header: Optional[str] = None
         self.drop_after: Dict[str, int] = {}  # file name -> bytes sent before the connection dies (once)
         self.extra_bytes = 0  # a 200 answer carries this many bytes more than the file has
+        self.drip_headers = 0.0  # > 0: send the response's head one byte per this many seconds
         self.rate = 0.0  # bytes per second per response (0: as fast as possible)
         self.active = 0  # file bodies being sent now
         self.max_active = 0

@@ -186,3 +186,20 @@ def test_many_files_use_a_bounded_number_of_threads_and_descriptors(hub, tmp_pat
         stop.set()
     assert all(o.ok for o in outcomes) and len(outcomes) == 1500
     assert peak["threads"] < 60  # workers + a hasher per file in flight, not one per file
+
+
+def test_a_server_that_drips_its_headers_is_cut_at_the_deadline(hub, tmp_path, monkeypatch):
+    import time
+
+    import bootstrap.transport as transport
+
+    monkeypatch.setattr(transport, "HEADERS_DEADLINE_S", 1.0)
+    data = blob(1 * MiB)
+    hub.add_repo("o/n", {"w.safetensors": data})
+    hub.drip_headers = 0.2  # a byte every 0.2 s: every read brings something, the headers never end
+    target = job(tmp_path, hub, "w.safetensors", data)
+    target.target.parent.mkdir(parents=True)
+    started = time.monotonic()
+    with pytest.raises(errors.DownloadError, match="dropped"):
+        Downloader(Transport(hub.url), FetchOptions(retries=1, backoff_s=0.01), lambda _: None).run([target])
+    assert time.monotonic() - started < 20 and len(hub.file_gets()) == 2  # one try, one retry, each cut

@@ -39,7 +39,7 @@ class ModelScopeSource(HttpSource):
                "&Recursive=true")
         doc = self.get_json(url, what, lambda response: self._status_error(response, ref))
         if doc.get("Code", 200) != 200 if isinstance(doc, dict) else True:
-            raise errors.NotFoundError(f"{what}: ModelScope answered code {str(doc.get('Code'))[:20]}",
+            raise errors.NotFoundError(f"{what}: ModelScope answered code {ascii(str(doc.get('Code'))[:20])}",
                                        repo_id=ref.repo_id, url=self.label, remedy="check modelscope_id")
         data = field_of(doc, "Data", dict, what, self.label)
         entries = field_of(data, "Files", list, what, self.label)

@@ -333,3 +333,122 @@ def test_an_unreachable_first_source_falls_back_to_the_next(hub, tmp_path):
     result = pull(plan, None, FAST, lines.append)
     assert any("failed" in line and "cannot reach" in line for line in lines)
     assert result["repos"][0]["source"] == f"hub {hub.url}"
+
+
+# -- found by an attacker's pass ---------------------------------------------------------------------
+
+
+def test_a_server_without_ranges_restarting_with_other_bytes_is_never_verified(tmp_path):
+    """No ranges, the first answer dies after 3 MiB, later answers start with other bytes: the hash restarts
+    with the file, so the spliced file fails (it was once recorded as verified)."""
+    files = model_files(big=6 * 1024 * 1024)
+    honest = files["model.safetensors"]
+    with HostileHub() as hub:
+        hub.add_repo(DEMO_REPO_ID, files)
+        hub.no_ranges = True
+        gets = []
+
+        def serve(name, data):
+            if name != "model.safetensors":
+                return data
+            gets.append(1)
+            return data if len(gets) == 1 else b"G" * (3 << 20) + data[3 << 20:]
+
+        hub.serve_hook = serve
+        hub.drop_after["model.safetensors"] = 3 << 20
+        plan = plan_for(write_manifest(tmp_path / "p", hub.url, requirements__disk_margin_gb=0))
+        with pytest.raises(errors.IntegrityError):
+            pull(plan, None, PullOptions(retries=2, backoff_s=0.01), lambda _: None)
+        assert not (plan.model_dir(DEMO_REPO_ID) / "model.safetensors").exists()
+        hub.serve_hook = None
+        pull(plan, None, FAST, lambda _: None)
+        assert (plan.model_dir(DEMO_REPO_ID) / "model.safetensors").read_bytes() == honest
+
+
+def test_a_server_without_ranges_dropping_after_a_whole_piece_is_retried_not_hung(tmp_path):
+    files = model_files(big=12 * 1024 * 1024)
+    with HostileHub() as hub:
+        hub.add_repo(DEMO_REPO_ID, files)
+        hub.no_ranges = True
+        hub.drop_after["model.safetensors"] = 9 << 20  # dies once, after the first 8 MiB piece is complete
+        plan = plan_for(write_manifest(tmp_path / "p", hub.url, requirements__disk_margin_gb=0))
+        pull(plan, None, PullOptions(retries=2, backoff_s=0.01), lambda _: None)
+        assert len(hub.file_gets("model.safetensors")) == 2
+        assert (plan.model_dir(DEMO_REPO_ID) / "model.safetensors").read_bytes() == files["model.safetensors"]
+
+
+@pytest.mark.parametrize("name", ["evil\u009b2J.json", "gpj.\u202eexe.json", "zero\u200bwidth.json"])
+def test_names_with_c1_controls_bidi_or_invisible_characters_are_refused(hub, project, name):
+    hub.listing_hook = add_listed_file(name)
+    with pytest.raises(errors.UnsafeName) as info:
+        pull(plan_for(project), None, FAST, lambda _: None)
+    assert name not in str(info.value) and ascii(name) in str(info.value)
+
+
+def test_what_a_server_sends_is_shown_escaped(hub, project):
+    hub.commit_header = "\x1b]0;pwned\x07" + "e" * 30
+    done = cli(["pull", "--manifest", str(project), "--retries", "0"])
+    assert done.returncode == 1 and "\x1b" not in done.stderr and "\\x1b" in done.stderr
+    hub.commit_header = None
+    hub.redirects["*/resolve/*/config.json"] = "http://example.invalid/\x1b[2J/x"
+    done = cli(["pull", "--manifest", str(project), "--retries", "0"])
+    assert done.returncode == 1 and "\x1b" not in done.stderr and "example.invalid" in done.stderr
+
+
+def test_a_planted_symlink_in_the_partial_folder_is_not_written_through(hub, project, tmp_path):
+    from bootstrap.fetch import FileJob
+
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious")
+    plan = plan_for(project)
+    model_dir = plan.model_dir(DEMO_REPO_ID)
+    data = hub.repos[DEMO_REPO_ID].files["model.safetensors"]
+    job = FileJob("model.safetensors", len(data), "sha256", hashlib.sha256(data).hexdigest(),
+                  model_dir / "model.safetensors", model_dir / ".partial")
+    job.partial_dir.mkdir(parents=True)
+    job.partial.symlink_to(victim)
+    pull(plan, None, FAST, lambda _: None)
+    assert victim.read_bytes() == b"precious"
+    assert (model_dir / "model.safetensors").read_bytes() == data and not (model_dir / "model.safetensors").is_symlink()
+
+
+def test_odd_sidecars_and_state_records_are_not_trusted_and_never_a_traceback(hub, project):
+    from bootstrap.fetch import FileJob
+
+    plan = plan_for(project)
+    model_dir = plan.model_dir(DEMO_REPO_ID)
+    data = hub.repos[DEMO_REPO_ID].files["model.safetensors"]
+    job = FileJob("model.safetensors", len(data), "sha256", hashlib.sha256(data).hexdigest(),
+                  model_dir / "model.safetensors", model_dir / ".partial")
+    job.partial_dir.mkdir(parents=True)
+    job.meta.write_text("[" * 100_000 + "]" * 100_000)
+    previous = {"repos": [{"files": {}}, {"repo_id": DEMO_REPO_ID, "commit": hub.commit, "files": {"x": 1}}, 7]}
+    result = pull(plan, previous, FAST, lambda _: None)
+    assert (model_dir / "model.safetensors").read_bytes() == data and result["repos"][0]["hashed"]
+
+
+def test_a_modelscope_source_cannot_vouch_for_a_commit_pinned_in_the_manifest(hub, tmp_path):
+    from dataclasses import replace
+
+    from bootstrap.sources import SourceSpec
+    from tests.lookalikes import ModelScopeLookalike
+
+    manifest = write_manifest(tmp_path / "proj", hub.url, **{
+        "models__llama2-chinese-tiny-demo__revision": hub.commit,
+        "models__llama2-chinese-tiny-demo__modelscope_id": "a/b"})
+    with ModelScopeLookalike() as ms:
+        ms.add_model("a/b", hub.repos[DEMO_REPO_ID].files)
+        plan = replace(plan_for(manifest), sources=(SourceSpec("modelscope", ms.url),))
+        with pytest.raises(errors.NotPinned, match="only the Hub or the weights lock"):
+            pull(plan, None, FAST, lambda _: None)
+        assert ms.seen == []
+
+
+def test_a_listing_of_too_many_files_is_refused(hub, project):
+    def many(repo_id, doc):
+        doc["siblings"] += [{"rfilename": f"f{i}.json", "size": 1, "blobId": "0" * 40} for i in range(10_001)]
+        return doc
+
+    hub.listing_hook = many
+    with pytest.raises(errors.UntrustedSource, match="10000"):
+        pull(plan_for(project), None, FAST, lambda _: None)

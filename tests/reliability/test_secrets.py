@@ -145,9 +145,10 @@ def test_a_token_echoed_by_the_hub_is_never_shown_logged_or_written(scenario, cl
         assert "Traceback (most recent call last)" not in results["pull"].stderr
         assert "Traceback (most recent call last)" in results["pull --json (debug)"].stderr
         assert "pull" not in project.recorded()
-        # The library's exception quoted the echo; it reached the traceback's chain and the log, scrubbed.
-        assert "(token ***)" in results["pull --json (debug)"].stderr
-        assert "(token ***)" in project.logs()
+        # What a server says is quoted in errors only for requests that did not carry the token (a server could
+        # echo it in a form no scrubbing recognises): here every request carried it, so no echo is quoted at all.
+        shown = "".join(r.stdout + r.stderr for r in results.values()) + project.logs()
+        assert "you sent Authorization" not in shown
 
 
 # -- a URL password, a proxy password ----------------------------------------------------------------
