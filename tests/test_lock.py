@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -115,3 +116,44 @@ def test_relock_missing_input_raises(checkout):
     with pytest.raises(StepFailed, match="win-cuda.in"):
         relock_mod.relock(checkout, runner=runner, which=_which("conda-lock", "uv"))
     assert runner.calls == []
+
+
+def _normalized(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _in_pins(in_file):
+    """name -> version of every exact pin in a requirements .in file, following its ``-r`` includes."""
+    pins = {}
+    for line in in_file.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            pins.update(_in_pins(in_file.parent / line[3:].strip()))
+        elif "==" in line:
+            name, version = line.split("==", 1)
+            pins[_normalized(name)] = version.strip()
+    return pins
+
+
+def _lock_pins(txt_file):
+    """name -> version of every requirement line of a compiled lock."""
+    lines = txt_file.read_text(encoding="utf-8").splitlines()
+    return dict((_normalized(n), v) for n, v in (ln.split(" ")[0].split("==", 1)
+                                                 for ln in lines if re.match(r"[A-Za-z0-9]", ln)))
+
+
+@pytest.mark.parametrize("row", relock_mod.PIP_LOCKS, ids=lambda r: Path(r.out_file).name)
+def test_every_exact_pin_of_an_in_file_is_in_its_lock(row):
+    """A pin added to an .in file (or changed there) without re-locking fails here."""
+    wanted = _in_pins(ROOT / row.in_file)
+    locked = _lock_pins(ROOT / row.out_file)
+    assert wanted
+    assert {name: locked.get(name) for name in wanted} == wanted
+
+
+def test_the_serve_stack_is_the_same_version_in_every_layer_that_has_it():
+    """`serve` runs the same fastapi/uvicorn in myenv (3.9), the demo venv (3.11) and both test runs."""
+    layers = [row for row in relock_mod.PIP_LOCKS if "conda-lock" not in row.out_file]
+    for package in ("fastapi", "uvicorn"):
+        versions = {Path(row.out_file).name: _lock_pins(ROOT / row.out_file).get(package) for row in layers}
+        assert len(set(versions.values())) == 1 and None not in versions.values(), (package, versions)
