@@ -189,3 +189,15 @@ class ServeError(StepFailed):
     def __init__(self, message: str, *, address: Optional[str] = None, remedy: Optional[str] = None) -> None:
         super().__init__(message, remedy=remedy)
         self.address = address
+
+
+class GenerationError(StepFailed):
+    """``generate`` raised (out of memory, a broken model, ...) while answering."""
+
+
+class ServerBusyError(BootstrapError):
+    """``serve``: one generation runs at a time and the queue behind it is full (HTTP 429)."""
+
+    def __init__(self, message: str, *, queue_size: int, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.queue_size = queue_size
