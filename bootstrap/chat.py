@@ -27,6 +27,14 @@ COMMANDS = {"/reset": "reset", "/exit": "exit", "/quit": "exit"}
 _POLL_S = 0.1  # how often the reading side wakes up, so Ctrl-C is seen while waiting for a token
 
 
+class AnswerStopped(Exception):
+    """Ctrl-C stopped an answer; ``completion_tokens`` were generated before it stopped."""
+
+    def __init__(self, completion_tokens: int) -> None:
+        super().__init__(f"stopped after {completion_tokens} tokens")
+        self.completion_tokens = completion_tokens
+
+
 @dataclass(frozen=True)
 class ChatOptions:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # capped at half the context
@@ -77,7 +85,7 @@ class ChatSession:
     def ask(self, message: str, on_text: Callable[[str], None] = lambda _: None) -> Reply:
         """Answer ``message`` after the history, streaming the answer to ``on_text``.
 
-        KeyboardInterrupt stops the generation (within a token) and is re-raised; the turn is not kept.
+        KeyboardInterrupt stops the generation (within a token) and raises AnswerStopped; the turn is not kept.
         """
         from transformers import TextIteratorStreamer
 
@@ -106,7 +114,7 @@ class ChatSession:
         except KeyboardInterrupt:
             job.cancel()
             _join(job)
-            raise
+            raise AnswerStopped(job.outcome.completion_tokens if job.outcome else 0) from None
         outcome: Outcome = job.result()
         on_text(shown.finish(outcome.ended_by_model))
         self.history.append(chatformat.Turn(message, outcome.text))
@@ -133,7 +141,7 @@ class ChatEvents:
 
     on_text: Callable[[str], None] = lambda _: None  # a piece of the answer being generated
     on_reply: Callable[[Reply], None] = lambda _: None  # an answer is complete
-    on_stopped: Callable[[str], None] = lambda _: None  # Ctrl-C stopped the answer to this message
+    on_stopped: Callable[[str, int], None] = lambda _m, _n: None  # Ctrl-C stopped this answer after n tokens
     on_error: Callable[[str, BootstrapError], None] = lambda _m, _e: None  # this message failed
     on_command: Callable[[str], None] = lambda _: None  # "reset" or "exit"
 
@@ -174,9 +182,13 @@ def converse(session: ChatSession, read: Callable[[], Optional[str]], events: Ch
             continue
         try:
             reply = session.ask(message, events.on_text)
-        except KeyboardInterrupt:
+        except AnswerStopped as stop:
             summary.stopped += 1
-            events.on_stopped(message)
+            events.on_stopped(message, stop.completion_tokens)
+            continue
+        except KeyboardInterrupt:  # before the generation started
+            summary.stopped += 1
+            events.on_stopped(message, 0)
             continue
         except BootstrapError as exc:
             summary.failed += 1

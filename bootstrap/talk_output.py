@@ -61,12 +61,12 @@ def chat_events(as_json: bool):
             json_line({"message": message, "error": {"kind": type(exc).__name__, "message": str(exc),
                                                      "remedy": exc.remedy}})
 
-    def stopped(message: str) -> None:
+    def stopped(message: str, tokens: int) -> None:
         if as_json:
-            json_line({"message": message, "stopped": True})
+            json_line({"message": message, "stopped": True, "completion_tokens": tokens})
         else:
             click.echo()
-            say("[stopped]", err=True)
+            say(f"[stopped after {tokens} tokens]", err=True)
 
     def command(name: str) -> None:
         if name == "reset":
