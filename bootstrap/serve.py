@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -126,8 +127,12 @@ class Service:
 
         class _Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
+                # A stop asked for is a clean end (exit 0): unlike uvicorn's own handler, the signal is
+                # not raised again after the shutdown. Generations in progress stop within a token.
                 engine.cancel_all()
-                super().handle_exit(sig, frame)
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+                self.should_exit = True
 
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http="h11",
                                 ws="none", log_level="warning", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)

@@ -291,3 +291,22 @@ def test_one_generation_at_a_time_a_bounded_queue_then_429(long_project):
     assert_openai_error(busy.value.response.json(), code="rate_limit_exceeded")
     assert waiting["reply"].usage.completion_tokens == 4
     assert [s.finish_reason for s in served] == ["cancelled", "length"]  # one after the other, never together
+
+
+def test_the_demo_points_at_chat_and_serve_and_its_manifest_serves(tiny_model_dir, tmp_path):
+    import shutil
+
+    from bootstrap.demo.scenario import run_demo
+
+    workdir = tmp_path / "llama-bootstrap-demo"
+    shutil.copytree(tiny_model_dir, workdir / "cache" / tiny_model_dir.name)  # the demo reuses a built model
+    lines = []
+    result = run_demo(workdir, echo=lines.append)
+    assert result.first.ok
+    manifest = workdir / "manifest.yaml"
+    assert f"llama-bootstrap serve --manifest {manifest}" in "\n".join(lines)
+    assert f"llama-bootstrap chat --manifest {manifest}" in "\n".join(lines)
+    with serving(manifest) as service:  # the demo's Hub is gone: serving needs none
+        reply = client(service).chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, temperature=0)
+    smoke_answer = next(s.result["answer"] for s in result.first.steps if s.step == "smoke")
+    assert reply.choices[0].message.content == answer_of(smoke_answer)

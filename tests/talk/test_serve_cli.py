@@ -1,4 +1,4 @@
-"""`llama-bootstrap serve` as a real process: ready line, the openai client, Ctrl-C, the key kept secret."""
+"""`llama-bootstrap serve` as a real process: ready line, the openai client, Ctrl-C/SIGTERM, the key kept secret."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ pytest.importorskip("fastapi")
 KEY = "sk-local-test-key-9f8e7d6c5b4a"
 
 
-def test_serve_process_answers_stops_on_ctrl_c_and_never_shows_the_key(project: Path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_process_answers_stops_cleanly_and_never_shows_the_key(project: Path, stop: int):
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "LLAMA_BOOTSTRAP_API_KEY": KEY}
     proc = subprocess.Popen([sys.executable, "-m", "bootstrap", "serve", "--manifest", str(project), "--port", "0",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
@@ -34,7 +35,7 @@ def test_serve_process_answers_stops_on_ctrl_c_and_never_shows_the_key(project: 
                                             temperature=0)
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=ready["base_url"], api_key="sk-other", max_retries=0).models.list()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
