@@ -11,7 +11,9 @@ so every run generates all of them). Each side is one long-lived process, warmed
   ``stream: true`` over ``http.client`` and measures from sending the request to the first chunk
   with content (time to first token) and to ``data: [DONE]``; tokens/s = the ``usage`` count ÷ that.
 
-Runs alternate A B B A ...; medians of at least 5 runs. Targets: the server keeps >= 90 % of the
+Runs alternate A B B A ...; medians of at least 5 runs. Both processes use one torch thread
+(``OMP_NUM_THREADS=1``): the tiny model's matrices gain nothing from more, and two spinning OpenMP
+threads on 2 shared cores made the speed depend on whatever else ran. Targets: the server keeps >= 90 % of the
 direct tokens/s and adds <= 50 ms to the time to first token.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,6 +107,12 @@ def never_ending(source: Path, dest: Path) -> Path:
     return dest
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ask_server(port: int, prompt: str) -> Dict[str, float]:
     body = json.dumps({"model": "llama2-chinese-tiny-demo", "messages": [{"role": "user", "content": prompt}],
                        "temperature": 0, "max_tokens": NEW_TOKENS, "stream": True,
@@ -133,11 +142,13 @@ def run(quick: bool = False) -> List[Row]:
     from bootstrap.manifest import CHAT_TEMPLATE, DEFAULT_PROMPT
     from bootstrap.smoke import chat_prompt
 
-    reps = 5 if quick else 7
+    reps = 5 if quick else 9
     say("serve: building/reusing the tiny model")
     model = tiny_model(bench_cache_dir())
     with workspace("serve") as ws:
-        env = bench_env(ws / "hf-home")
+        # One torch thread on both sides: on 2 shared cores two spinning OpenMP threads per process make
+        # every run's speed depend on the neighbours; the tiny model's matrices gain nothing from two.
+        env = bench_env(ws / "hf-home", OMP_NUM_THREADS="1")
         manifest = pulled_project(ws, never_ending(model, ws / "never-ending"), env, size_gb=0.001)
         folder = model_dir(manifest.parent)
         script = ws / "direct.py"
@@ -151,11 +162,16 @@ def run(quick: bool = False) -> List[Row]:
             port = int(json.loads(server.stdout.readline())["base_url"].rsplit(":", 1)[1].split("/")[0])
 
             def side(name: str) -> Dict[str, float]:
+                pid = direct.pid if name == "A" else server.pid
+                cpu0 = cpu_s(pid)
                 if name == "A":
                     direct.stdin.write("go\n")
                     direct.stdin.flush()
-                    return json.loads(direct.stdout.readline())
-                return ask_server(port, DEFAULT_PROMPT)
+                    sample = json.loads(direct.stdout.readline())
+                else:
+                    sample = ask_server(port, DEFAULT_PROMPT)
+                sample["cpu_s"] = cpu_s(pid) - cpu0
+                return sample
 
             say(f"serve: warm-up, then {reps} x (direct generate, through the server), {NEW_TOKENS} tokens each, "
                 f"A B B A order; load {load_average()}")
@@ -183,10 +199,13 @@ def rows(samples: Dict[str, List[Dict[str, float]]]) -> List[Row]:
     s_ttft, s_tps = series("B")
     ratio = median(s_tps) / median(d_tps)
     extra = median(s_ttft) - median(d_ttft)
+    cpu = {name: median([s["cpu_s"] / s["tokens"] * 1000 for s in samples[name]]) for name in samples}
     return [
         Row("serve tokens/s vs direct generate", f"{ratio:.3f}x", f">= {TPS_TARGET:.2f}x", ratio >= TPS_TARGET, [
             f"direct {median(d_tps):.1f} tok/s ({spread(d_tps)}), through the server {median(s_tps):.1f} tok/s "
-            f"({spread(s_tps)}); {NEW_TOKENS} tokens, {len(d_tps)} + {len(s_tps)} runs"]),
+            f"({spread(s_tps)}); {NEW_TOKENS} tokens, {len(d_tps)} + {len(s_tps)} runs",
+            f"CPU per token (the generating process, all threads): direct {cpu['A']:.2f} ms, server "
+            f"{cpu['B']:.2f} ms ({cpu['B'] / cpu['A']:.2f}x)"]),
         Row("serve time to first token, added", f"{extra * 1000:.1f} ms", f"<= {TTFT_TARGET_S * 1000:.0f} ms",
             extra <= TTFT_TARGET_S, [
                 f"direct {median(d_ttft) * 1000:.1f} ms ({spread(d_ttft)} s), through the server "

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bootstrap.errors import ContextOverflowError, GenerationError, ServerBusyError
 from bootstrap.generation import FINISH_CANCELLED, FINISH_STOP, Sampling, StopFilter
-from bootstrap.serve_engine import Engine, Running
+from bootstrap.serve_engine import Engine, Running, text_batches
 
 MAX_STOP_STRINGS = 4
 DEFAULT_TEMPERATURE = 1.0  # OpenAI's defaults when a request names none
@@ -231,15 +231,10 @@ def create_app(engine: Engine, *, api_key: Optional[str], max_body_bytes: int, o
                             top_p=DEFAULT_TOP_P if body.top_p is None else body.top_p, seed=body.seed,
                             stop=_stops(body.stop))
         request_id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        factory = None
-        if body.stream:
-            from transformers import AsyncTextIteratorStreamer
-
-            def factory() -> Any:
-                return AsyncTextIteratorStreamer(engine.loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
         try:
             running = await engine.start(request_id, prepared, sampling, stream=body.stream,
-                                         streamer_factory=factory)
+                                         streamer_factory=(lambda: text_batches(engine.loaded.tokenizer))
+                                         if body.stream else None)
         except ServerBusyError as exc:
             raise ApiError(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded",
                            headers={"Retry-After": "1"}) from None

@@ -19,6 +19,59 @@ from bootstrap.errors import ContextOverflowError, ServerBusyError
 from bootstrap.generation import Job, Outcome, Sampling
 
 KEEP_FINISHED = 100  # finished requests remembered for /health and the tests
+STREAM_INTERVAL_S = 0.02  # streamed text leaves at most every 20 ms (the first piece and the end at once)
+
+
+def text_batches(tokenizer: Any, interval_s: float = STREAM_INTERVAL_S) -> Any:
+    """A transformers ``TextStreamer`` whose text the event loop reads in batches (``async for``).
+
+    transformers' AsyncTextIteratorStreamer wakes the event loop for every token; on a small model
+    on the CPU that costs as much CPU as the token itself (each wake-up is a chunk encoded, sent and
+    written). Here the generating thread only appends to a deque; the loop is woken at once for the
+    first text (time to first token) and the end, and otherwise collects every ``interval_s``.
+    """
+    from transformers import TextStreamer
+
+    loop = asyncio.get_running_loop()
+
+    class TextBatches(TextStreamer):
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.pieces: Deque[str] = collections.deque()
+            self.ended = False
+            self.woken = False
+            self.wake = asyncio.Event()
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:  # the generating thread
+            if text:
+                self.pieces.append(text)
+            if stream_end:
+                self.ended = True
+            if stream_end or (text and not self.woken):
+                self.woken = True
+                try:
+                    loop.call_soon_threadsafe(self.wake.set)
+                except RuntimeError:  # the loop is closed: the server has stopped
+                    pass
+
+        def __aiter__(self) -> Any:
+            return self._batches()
+
+        async def _batches(self) -> Any:
+            while True:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), interval_s)
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                ended = self.ended  # read before draining: text appended before the end is drained too
+                text = "".join(self.pieces.popleft() for _ in range(len(self.pieces)))
+                if text:
+                    yield text
+                if ended and not self.pieces:
+                    return
+
+    return TextBatches()
 
 
 @dataclass
