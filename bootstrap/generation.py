@@ -21,12 +21,13 @@ from bootstrap.chatformat import ANSWER_END
 from bootstrap.errors import GenerationError
 
 FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED = "stop", "length", "cancelled"
+GREEDY_BELOW = 1e-5  # temperatures this small overflow the softmax: decode greedily instead
 
 
 @dataclass(frozen=True)
 class Sampling:
     max_new_tokens: int
-    temperature: float = 0.0  # 0: greedy
+    temperature: float = 0.0  # 0 (or below GREEDY_BELOW): greedy
     top_p: float = 1.0
     seed: Optional[int] = None
     stop: Tuple[str, ...] = ()
@@ -125,7 +126,7 @@ def _control(torch: Any, cancel: threading.Event, loaded: Any, prompt_tokens: in
 def generate_kwargs(loaded: Any, sampling: Sampling) -> Dict[str, Any]:
     """``generate`` arguments; temperature 0 gives exactly smoke's greedy call."""
     kwargs: Dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": loaded.pad_token_id}
-    if sampling.temperature > 0:
+    if sampling.temperature >= GREEDY_BELOW:
         kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
     else:
         kwargs["do_sample"] = False

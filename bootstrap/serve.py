@@ -12,6 +12,7 @@ The API key is a secret: it is compared in constant time, never logged, printed 
 from __future__ import annotations
 
 import errno
+import gc
 import ipaddress
 import os
 import signal
@@ -137,13 +138,18 @@ class Service:
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http="h11",
                                 ws="none", log_level="warning", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
         self._server = _Server(config)
+        # Everything loaded so far (torch, transformers, the model, the web stack: ~350k objects) lives
+        # as long as the server: keep it out of the garbage collector's full passes, which would
+        # otherwise pause a generation now and then (~0.3-0.8 s each here).
+        gc.freeze()
         if self._stop_early:
             self._server.should_exit = True
         try:
             self._server.run(sockets=[self.sock])
-        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
+        except KeyboardInterrupt:  # a Ctrl-C that arrived outside uvicorn's handler
             pass
         finally:
+            gc.unfreeze()
             self.sock.close()
 
     def stop(self) -> None:

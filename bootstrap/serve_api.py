@@ -76,7 +76,7 @@ class ChatRequest(BaseModel):
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     stop: Union[str, List[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = None

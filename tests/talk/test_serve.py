@@ -324,3 +324,21 @@ def test_the_demo_points_at_chat_and_serve_and_its_manifest_serves(tiny_model_di
         reply = client(service).chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, temperature=0)
     smoke_answer = next(s.result["answer"] for s in result.first.steps if s.step == "smoke")
     assert reply.choices[0].message.content == answer_of(smoke_answer)
+
+
+def test_edge_values_are_handled_not_crashed(project):
+    with serving(project) as service:
+        api = client(service)
+        tiny_t = api.chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, temperature=1e-9, max_tokens=6)
+        greedy = api.chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, temperature=0, max_tokens=6)
+        with pytest.raises(openai.UnprocessableEntityError) as seed:
+            api.chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, seed=2**70)
+        with pytest.raises(openai.BadRequestError) as image:
+            api.chat.completions.create(model=DEMO_MODEL_KEY, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:,"}}]}])
+        parts = api.chat.completions.create(model=DEMO_MODEL_KEY, temperature=0, max_tokens=6, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "介绍一下"}, {"type": "text", "text": "中国"}]}])
+    assert tiny_t.choices[0].message.content == greedy.choices[0].message.content
+    assert_openai_error(seed.value.response.json(), param="seed")
+    assert_openai_error(image.value.response.json(), param="messages[0].content")
+    assert parts.choices[0].message.content == greedy.choices[0].message.content
