@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -26,9 +27,10 @@ def text_batches(tokenizer: Any, interval_s: float = STREAM_INTERVAL_S) -> Any:
     """A transformers ``TextStreamer`` whose text the event loop reads in batches (``async for``).
 
     transformers' AsyncTextIteratorStreamer wakes the event loop for every token; on a small model
-    on the CPU that costs as much CPU as the token itself (each wake-up is a chunk encoded, sent and
-    written). Here the generating thread only appends to a deque; the loop is woken at once for the
-    first text (time to first token) and the end, and otherwise collects every ``interval_s``.
+    on the CPU that is one chunk encoded, sent and written per token, and the loop thread competing
+    with the generating thread for the GIL. Here the generating thread appends to a deque and wakes
+    the loop for the first text, then at most every ``interval_s`` (checked at every token), and at
+    the end. The loop sleeps in between: no polling.
     """
     from transformers import TextStreamer
 
@@ -39,7 +41,7 @@ def text_batches(tokenizer: Any, interval_s: float = STREAM_INTERVAL_S) -> Any:
             super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
             self.pieces: Deque[str] = collections.deque()
             self.ended = False
-            self.woken = False
+            self.last_wake = float("-inf")
             self.wake = asyncio.Event()
 
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:  # the generating thread
@@ -47,8 +49,9 @@ def text_batches(tokenizer: Any, interval_s: float = STREAM_INTERVAL_S) -> Any:
                 self.pieces.append(text)
             if stream_end:
                 self.ended = True
-            if stream_end or (text and not self.woken):
-                self.woken = True
+            now = time.monotonic()
+            if stream_end or (self.pieces and now - self.last_wake >= interval_s):
+                self.last_wake = now
                 try:
                     loop.call_soon_threadsafe(self.wake.set)
                 except RuntimeError:  # the loop is closed: the server has stopped
@@ -59,10 +62,7 @@ def text_batches(tokenizer: Any, interval_s: float = STREAM_INTERVAL_S) -> Any:
 
         async def _batches(self) -> Any:
             while True:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), interval_s)
-                except asyncio.TimeoutError:
-                    pass
+                await self.wake.wait()
                 self.wake.clear()
                 ended = self.ended  # read before draining: text appended before the end is drained too
                 text = "".join(self.pieces.popleft() for _ in range(len(self.pieces)))
