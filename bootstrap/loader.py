@@ -85,7 +85,7 @@ def choose(req: LoadRequest, torch: Any) -> Tuple[str, str, List[str]]:
                          remedy="set smoke.precision: auto (CPU fp32) or run on a machine with an NVIDIA GPU")
     warnings: List[str] = []
     if device == "cpu" and req.precision == "auto" and req.size_gb > 1:
-        warnings.append(f"NO USABLE GPU: running {req.size_gb:g} GB of weights on the CPU in fp32; this is very "
+        warnings.append(f"NO USABLE GPU: running {req.size_gb:g} GB of weights on the CPU in {chosen}; this is very "
                         "slow and needs ~2x that in RAM")
     weights_dir = req.base_dir or req.model_dir
     files = [p.name for p in weights_dir.iterdir()] if weights_dir.is_dir() else []
