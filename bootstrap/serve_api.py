@@ -121,6 +121,8 @@ async def _parse(request: Request, limit: int) -> ChatRequest:
         doc = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
     try:
         return ChatRequest.model_validate(doc)
     except ValidationError as exc:
@@ -156,11 +158,17 @@ class _Chunks:
 
 
 async def _watch_disconnect(request: Request, running: Running) -> None:
-    """Stop the generation as soon as the client closes the connection."""
+    """Stop the generation as soon as the client closes the connection.
+
+    Started before the response, so it also covers a streamed answer whose client left while it
+    waited in the queue (its event stream may never be iterated). It ends by itself: once the
+    response is complete the server reports the connection as done.
+    """
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            running.abandon()
+            if not running.done.is_set():
+                running.abandon()
             return
 
 
@@ -179,6 +187,12 @@ def create_app(engine: Engine, *, api_key: Optional[str], max_body_bytes: int, o
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, kind),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        engine.log(f"internal error: {type(exc).__name__}: {exc}")
+        return JSONResponse(error_body("internal server error; see the server's log", "server_error"),
+                            status_code=500)
 
     async def require_key(request: Request) -> None:
         if key is None:
@@ -239,12 +253,12 @@ def create_app(engine: Engine, *, api_key: Optional[str], max_body_bytes: int, o
             raise ApiError(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded",
                            headers={"Retry-After": "1"}) from None
         chunks = _Chunks(request_id, engine.model_id)
+        watcher = asyncio.ensure_future(_watch_disconnect(request, running))
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(request, running, sampling, chunks, usage),
+            return StreamingResponse(_stream(running, watcher, sampling, chunks, usage),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        watcher = asyncio.ensure_future(_watch_disconnect(request, running))
         try:
             outcome = await running.outcome()
         except GenerationError as exc:
@@ -259,10 +273,9 @@ def create_app(engine: Engine, *, api_key: Optional[str], max_body_bytes: int, o
     return app
 
 
-async def _stream(request: Request, running: Running, sampling: Sampling, chunks: _Chunks,
+async def _stream(running: Running, watcher: Any, sampling: Sampling, chunks: _Chunks,
                   include_usage: bool) -> AsyncIterator[str]:
     """The server-sent events of one streamed answer; closing it (client gone) stops the generation."""
-    watcher = asyncio.ensure_future(_watch_disconnect(request, running))
     shown = StopFilter(sampling.stop)
     try:
         yield chunks.event({"role": "assistant", "content": ""})

@@ -342,3 +342,33 @@ def test_edge_values_are_handled_not_crashed(project):
     assert_openai_error(seed.value.response.json(), param="seed")
     assert_openai_error(image.value.response.json(), param="messages[0].content")
     assert parts.choices[0].message.content == greedy.choices[0].message.content
+
+
+def test_a_streaming_client_that_leaves_while_queued_does_not_hold_the_model(long_project):
+    import http.client
+
+    with serving(long_project, queue_size=1) as service:
+        api = client(service)
+        first = api.chat.completions.create(model=DEMO_MODEL_KEY, messages=USER, max_tokens=3000, stream=True)
+        next(iter(first))
+        queued = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
+        queued.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"}, body=json.dumps(
+            {"model": DEMO_MODEL_KEY, "messages": USER, "max_tokens": 3000, "stream": True}))
+        wait_for(lambda: service.engine.health()["waiting"] == 1, "the second request to wait in the queue")
+        queued.close()  # gone before its stream ever started
+        first.close()
+        wait_for(lambda: len(service.engine.recent()) == 2, "both generations to end", timeout=120)
+        second = service.engine.recent()[1]
+    assert second.client_gone and second.finish_reason == "cancelled" and second.completion_tokens < 3000
+
+
+def test_malformed_bodies_get_openai_errors_not_tracebacks(project):
+    lines = []
+    with serving(project, log=lines) as service:
+        deep = raw(service, "POST", "/v1/chat/completions", b"[" * 200_000)
+        not_object = raw(service, "POST", "/v1/chat/completions", b"[1, 2]")
+        bad_utf8 = raw(service, "POST", "/v1/chat/completions", b'{"model": "\xff"}')
+        wrong_method = raw(service, "GET", "/v1/chat/completions")
+    assert deep[0] == 400 and not_object[0] == 422 and bad_utf8[0] == 400 and wrong_method[0] == 405
+    for _, doc in (deep, not_object, bad_utf8, wrong_method):
+        assert_openai_error(doc)
