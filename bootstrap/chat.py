@@ -96,9 +96,9 @@ class ChatSession:
                             top_p=self.options.top_p)
         streamer = TextIteratorStreamer(self.loaded.tokenizer, skip_prompt=True, timeout=_POLL_S,
                                         skip_special_tokens=True)
+        shown = StopFilter()
         job = Job(self.loaded, chatformat.tokenize(self.loaded.tokenizer, prompt.text), sampling,
                   streamer=streamer).start()
-        shown = StopFilter()
         try:
             while True:
                 try:
