@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 
 from bench.common import Row, load_average, print_rows, say
 
-BENCHES = ("startup", "hash", "pull", "noop_run", "smoke", "load", "demo")
+BENCHES = ("startup", "hash", "pull", "noop_run", "smoke", "load", "demo", "serve")
 MODULES = {name: f"bench.bench_{name}" for name in BENCHES}
 
 

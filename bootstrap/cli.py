@@ -235,6 +235,61 @@ def _tty(req: Request) -> bool:
     return not req.as_json and sys.stderr.isatty()
 
 
+@cli.command("chat")
+@common_options()
+@click.option("--max-new-tokens", type=click.IntRange(1, 32768), default=512, show_default=True, metavar="N",
+              help="Longest answer (at most half the context).")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.3, show_default=True, metavar="T",
+              help="Sampling temperature; 0 is greedy (the smoke test's answer).")
+@click.option("--context-tokens", type=click.IntRange(16), default=None, metavar="N",
+              help="Keep prompt + answer within N tokens (default: the model's context).")
+def chat_cmd(req: Request, max_new_tokens: int, temperature: float, context_tokens: Optional[int]) -> int:
+    """Talk to the pulled model in the terminal (one message per line when stdin is not a terminal)."""
+    from bootstrap.chat import ChatOptions, converse, open_session
+    from bootstrap.talk_output import chat_banner, chat_events, line_reader
+
+    plan = req.plan()
+    interactive = sys.stdin.isatty() and not req.as_json
+    session = open_session(plan, ChatOptions(max_new_tokens=max_new_tokens, temperature=temperature,
+                                             context_tokens=context_tokens), log=lambda m: say(m, err=True))
+    if interactive:
+        say(chat_banner(plan.model_key, session), err=True)
+    summary = converse(session, line_reader(interactive), chat_events(req.as_json), interactive=interactive)
+    return EXIT_FAILED if summary.failed and not interactive else EXIT_OK
+
+
+@cli.command("serve")
+@common_options()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --api-key.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--api-key", envvar="LLAMA_BOOTSTRAP_API_KEY", default=None, metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on /v1. Env: LLAMA_BOOTSTRAP_API_KEY (keeps it out of "
+                   "the process list).")
+@click.option("--queue", "queue_size", type=click.IntRange(0, 1000), default=4, show_default=True, metavar="N",
+              help="Requests that may wait while one generates; one more gets HTTP 429.")
+def serve_cmd(req: Request, host: str, port: int, api_key: Optional[str], queue_size: int) -> int:
+    """Serve the pulled model with an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    from bootstrap.serve import ServeOptions, serve
+    from bootstrap.talk_output import json_line
+
+    options = ServeOptions(host=host, port=port, api_key=api_key, queue_size=queue_size)
+    plan = req.plan()
+
+    def ready(service, log_path: str) -> None:
+        base = f"{service.url}/v1"
+        if req.as_json:
+            json_line({"status": "serving", "model": plan.model_key, "base_url": base, "log": log_path,
+                       "api_key_required": bool(api_key)})
+        else:
+            say(f"serving {plan.model_key} at {base} (OpenAI API; Ctrl-C stops; log: {log_path})")
+            sys.stdout.flush()
+
+    serve(plan, options, echo=(lambda _: None) if req.as_json else (lambda m: say(m, err=True)), on_ready=ready)
+    return EXIT_OK
+
+
 @cli.command("lock")
 @click.option("--repo", "repo_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=".",
               show_default=True, help="The llama-bootstrap checkout whose locks to regenerate.")

@@ -265,3 +265,43 @@ class PathError(StepFailed):
         self.path = path
         self.what = what
         self.errno = errno
+
+
+# -- talking to the model: chat and serve ----------------------------------------------------
+
+
+class NotPulledError(StepFailed):
+    """``chat``/``serve`` need a completed ``pull`` whose files are unchanged."""
+
+    def __init__(self, message: str, *, model: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.model = model
+
+
+class ContextOverflowError(BootstrapError):
+    """A prompt (plus the tokens asked for) does not fit the model's context."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, limit: int, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+class ServeError(StepFailed):
+    """The server could not start (address in use, no permission for the port, ...)."""
+
+    def __init__(self, message: str, *, address: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.address = address
+
+
+class GenerationError(StepFailed):
+    """``generate`` raised (out of memory, a broken model, ...) while answering."""
+
+
+class ServerBusyError(BootstrapError):
+    """``serve``: one generation runs at a time and the queue behind it is full (HTTP 429)."""
+
+    def __init__(self, message: str, *, queue_size: int, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.queue_size = queue_size

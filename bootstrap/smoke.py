@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from bootstrap import precision as precision_mod
+from bootstrap import chatformat, loader
+from bootstrap.chatformat import chat_prompt
 from bootstrap.errors import SmokeError
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+__all__ = ["SmokeRequest", "SmokeResult", "chat_prompt", "smoke"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class SmokeRequest:
     precision: str = "auto"
     size_gb: float = 0.0  # fp16 weight size, for the `auto` precision choice
     base_dir: Optional[Path] = None  # LoRA: the base model; model_dir is then the adapter
+
+    def load_request(self) -> loader.LoadRequest:
+        return loader.LoadRequest(model_dir=self.model_dir, precision=self.precision, size_gb=self.size_gb,
+                                  base_dir=self.base_dir)
 
 
 @dataclass
@@ -49,11 +54,6 @@ class SmokeResult:
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def chat_prompt(template: str, prompt: str) -> str:
-    """The literal Llama2-Chinese chat text (no str.format: the prompt may contain braces)."""
-    return template.replace("{prompt}", prompt)
 
 
 PROC_STATUS = Path("/proc/self/status")
@@ -83,75 +83,17 @@ def _peak_rss_bytes() -> Optional[int]:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _load_kwargs(torch: Any, precision: str, device: str) -> Dict[str, Any]:
-    kwargs: Dict[str, Any] = {"trust_remote_code": False, "low_cpu_mem_usage": True}
-    if precision in ("int8", "int4"):
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True) if precision == "int8" else \
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16)
-    else:
-        kwargs["dtype"] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    if device == "cuda":
-        kwargs["device_map"] = "auto"
-    return kwargs
-
-
-def _free_vram_gb(torch: Any) -> Optional[float]:
-    if not torch.cuda.is_available():
-        return None
-    return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 1e9
-
-
 def smoke(req: SmokeRequest, log: Callable[[str], None] = lambda _: None) -> SmokeResult:
     """Load and generate. Raises SmokeError with a remedy on every failure."""
-    try:
-        import torch
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
-    except ImportError as exc:
-        raise SmokeError(f"cannot import the model libraries: {exc}",
-                         remedy="install the pip layer: pip install --require-hashes -r requirements/<platform>.txt"
-                         ) from exc
-    warnings: List[str] = []
-    chosen, device = precision_mod.pick(req.size_gb, _free_vram_gb(torch), req.precision)
-    if device == "cpu" and chosen in ("int8", "int4"):
-        raise SmokeError(f"precision {chosen} needs a CUDA GPU (bitsandbytes); none is usable here",
-                         remedy="set smoke.precision: auto (CPU fp32) or run on a machine with an NVIDIA GPU")
-    if device == "cpu" and req.precision == "auto" and req.size_gb > 1:
-        warnings.append(f"NO USABLE GPU: running {req.size_gb:g} GB of weights on the CPU in fp32; this is very "
-                        "slow and needs ~2x that in RAM")
-    weights_dir = req.base_dir or req.model_dir
-    files = [p.name for p in weights_dir.iterdir()] if weights_dir.is_dir() else []
-    if not any(name.endswith(".safetensors") for name in files) and any(n.endswith(PICKLE_SUFFIXES) for n in files):
-        warnings.append("only pickle weights (*.bin) are present: loading them can run code; transformers loads "
-                        "them with torch.load(weights_only=True)")
-    for w in warnings:
-        log("WARNING: " + w)
-    log(f"loading {req.model_dir} with transformers {transformers.__version__}, {chosen} on {device}")
+    torch, _ = loader.import_libraries()
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     _reset_peak_rss()
-    started = time.perf_counter()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(weights_dir), trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(str(weights_dir), **_load_kwargs(torch, chosen, device))
-        if req.base_dir is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(req.model_dir))
-        model.eval()
-    except Exception as exc:  # noqa: BLE001 - any load failure is the smoke test failing
-        oom = "out of memory" in str(exc).lower()
-        raise SmokeError(
-            f"loading the model failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            remedy="set smoke.precision: int8 or int4 (or free GPU memory)" if oom else
-            "run `llama-bootstrap pull --verify` to re-check the files; see the log for the full error",
-        ) from exc
-    load_s = time.perf_counter() - started
-
+    loaded = loader.load(req.load_request(), log)
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     text = chat_prompt(req.template, req.prompt)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    target = "cuda" if device == "cuda" else "cpu"
+    inputs = chatformat.tokenize(tokenizer, text)
+    target = loaded.input_device
     inputs = {k: v.to(target) for k, v in inputs.items()}
     prompt_tokens = int(inputs["input_ids"].shape[1])
     first_token_at: List[float] = []
@@ -164,7 +106,7 @@ def smoke(req: SmokeRequest, log: Callable[[str], None] = lambda _: None) -> Smo
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = loaded.pad_token_id
     gen_started = time.perf_counter()
     try:
         with torch.inference_mode():
@@ -179,14 +121,14 @@ def smoke(req: SmokeRequest, log: Callable[[str], None] = lambda _: None) -> Smo
     n_new = int(new_ids.shape[0])
     peak = int(sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))) \
         if device == "cuda" else _peak_rss_bytes()
-    device_map = {str(k): str(v) for k, v in (getattr(model, "hf_device_map", None) or {"": target}).items()}
+    device_map = loaded.device_map()
     ttft = first_token_at[0] - gen_started if first_token_at else None
     result = SmokeResult(
-        passed=bool(answer.strip()) and n_new > 0, answer=answer, precision=chosen, device=device,
-        device_map=device_map, load_s=round(load_s, 3), ttft_s=None if ttft is None else round(ttft, 4),
+        passed=bool(answer.strip()) and n_new > 0, answer=answer, precision=loaded.precision, device=device,
+        device_map=device_map, load_s=round(loaded.load_s, 3), ttft_s=None if ttft is None else round(ttft, 4),
         generate_s=round(generate_s, 3), new_tokens=n_new,
         tokens_per_s=round(n_new / generate_s, 2) if generate_s > 0 else None, peak_memory_bytes=peak,
-        prompt_tokens=prompt_tokens, warnings=warnings,
+        prompt_tokens=prompt_tokens, warnings=list(loaded.warnings),
     )
     if not result.passed:
         raise SmokeError(f"the model generated no visible text ({n_new} new tokens: {answer!r})",

@@ -125,4 +125,7 @@ def run_demo(workdir: Path, *, fresh: bool = False, echo: Callable[[str], None] 
         first = run(plan, RunOptions(), echo=echo)
         echo("demo: running again; nothing changed, so nothing should be done")
         second = run(plan, RunOptions(), echo=echo)
+    echo(f"demo: talk to the tiny model: llama-bootstrap chat --manifest {manifest_path}")
+    echo(f"demo: or serve it (OpenAI API on http://127.0.0.1:8000/v1): llama-bootstrap serve --manifest "
+         f"{manifest_path}")
     return DemoResult(str(workdir), str(manifest_path), parts["build_s"], first, second)
