@@ -161,3 +161,11 @@ class LockedError(StepFailed):
 
 class Interrupted(BootstrapError):
     """The user pressed Ctrl-C; state was left consistent."""
+
+
+class ShareError(StepFailed):
+    """``share`` cannot serve: nothing verified to share, or the address cannot be used."""
+
+    def __init__(self, message: str, *, address: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.address = address
