@@ -1,8 +1,9 @@
 """A fleet on one machine for the Ansible tests: hosts that are folders, reached with ``ansible_connection: local``.
 
 Each host has its own project folder, HOME and XDG_STATE_HOME (so its own state and its own venv from
-the installer). The hosts share one pip cache (the installer's venv fallback would otherwise fetch and
-unpack torch once per host) and skip byte-compiling (``PIP_COMPILE=0``). Stand-ins, and why:
+the installer). The installer's pip installs the hashed demo lock from one local wheelhouse, downloaded
+once per test session (``PIP_FIND_LINKS`` + ``PIP_NO_INDEX``; pip still checks every hash), and skips
+byte-compiling (``PIP_COMPILE=0``). Stand-ins, and why:
 
 - Miniforge's download is answered 404 by a server on 127.0.0.1, as when the release site is blocked:
   the installer then takes its documented ``--demo`` fallback (a venv). Conda channels cannot be
@@ -76,13 +77,17 @@ def path_without_conda(shadow: Path) -> str:
     return os.pathsep.join(parts)
 
 
-def pip_cache() -> Path:
-    """The controller's own pip cache, shared by the test hosts (each has its own HOME): wheels are fetched
-    once, as on a machine where pip ran before."""
-    explicit = os.environ.get("PIP_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
+@pytest.fixture(scope="session")
+def demo_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheels of requirements/demo-linux-64.txt, fetched once per session (checked against its hashes)."""
+    folder = tmp_path_factory.mktemp("demo-wheelhouse")
+    lock = REPO_ROOT / "requirements" / "demo-linux-64.txt"
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+            "--require-hashes", "--only-binary", ":all:", "-r", str(lock), "-d", str(folder)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)  # noqa: S603
+    if out.returncode != 0:
+        pytest.fail(f"could not fetch the demo lock's wheels for the fleet's hosts:\n{out.stderr[-3000:]}")
+    return folder
 
 
 class Fleet(NamedTuple):
@@ -135,12 +140,10 @@ def recap(output: str) -> Dict[str, Dict[str, int]]:
     return out
 
 
-def make_fleet(root: Path, miniforge_url: str, hosts: Dict[str, Dict[str, Any]],
+def make_fleet(root: Path, miniforge_url: str, wheelhouse: Path, hosts: Dict[str, Dict[str, Any]],
                share: Optional[str] = None) -> Fleet:
     """An inventory of ``hosts`` (name -> extra host vars), all local, in demo mode; ``share`` in llama_share."""
     path = path_without_conda(root / "path-shadow")
-    cache = pip_cache()
-    cache.mkdir(parents=True, exist_ok=True)
     folders: Dict[str, Path] = {}
     host_vars: Dict[str, Dict[str, Any]] = {}
     for name, extra in hosts.items():
@@ -163,7 +166,8 @@ def make_fleet(root: Path, miniforge_url: str, hosts: Dict[str, Dict[str, Any]],
             "llama_bootstrap_pack_dir": str(root / "pack"),
             "llama_bootstrap_installer_env": {
                 "LLAMA_BOOTSTRAP_MINIFORGE_URL": miniforge_url,
-                "PIP_CACHE_DIR": str(cache),
+                "PIP_FIND_LINKS": str(wheelhouse),
+                "PIP_NO_INDEX": "1",
                 "PIP_COMPILE": "0",
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             },

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 READY_TIMEOUT_S = 60.0
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 SERVER_NAME = "llama-bootstrap-share/"
 
 
@@ -68,8 +69,9 @@ def start(argv: List[str], folder: Path, cwd: Path) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {}
     if os.name == "posix":
         kwargs["start_new_session"] = True
-    else:
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore
+    else:  # detached, and out of the WinRM session's job, which would end it with the session
+        kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore
+                                   | CREATE_BREAKAWAY_FROM_JOB)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(cwd),  # noqa: S603
                                 close_fds=True, **kwargs)
