@@ -114,13 +114,17 @@ def load_verified(plan: Plan) -> Tuple[Dict[Tuple[str, str], Revision], List[Sha
     revisions: Dict[Tuple[str, str], Revision] = {}
     summary: List[SharedRepo] = []
     for repo in repos:
-        repo_id, revision, commit = repo.get("repo_id"), repo.get("revision"), repo.get("commit")
-        if not all(isinstance(x, str) and x for x in (repo_id, revision, commit, repo.get("local_dir"))):
+        if not isinstance(repo, dict):
             continue
+        repo_id, revision, commit = repo.get("repo_id"), repo.get("revision"), repo.get("commit")
+        if not all(isinstance(x, str) and x and not _BAD_CHARS.search(x) for x in (repo_id, revision)) \
+                or not isinstance(commit, str) or not _HEX.fullmatch(commit) or len(commit) != 40 \
+                or not isinstance(repo.get("local_dir"), str) or not isinstance(repo.get("files"), dict):
+            continue  # not what pull records: nothing of it is served
         root = Path(os.path.realpath(repo["local_dir"]))
         files: Dict[str, RepoFile] = {}
         refused: Dict[str, str] = {}
-        for name, rec in sorted((repo.get("files") or {}).items()):
+        for name, rec in sorted(repo["files"].items()):
             entry, why = _entry(root, name, rec)
             if entry is None:
                 refused[str(name)] = why or "refused"
@@ -129,6 +133,9 @@ def load_verified(plan: Plan) -> Tuple[Dict[Tuple[str, str], Revision], List[Sha
         revisions[(repo_id, revision)] = Revision(commit, files, root)
         summary.append(SharedRepo(repo_id, revision, commit, str(root), len(files),
                                   sum(f.size for f in files.values()), refused))
+    if not revisions:
+        raise errors.ShareError(f"nothing to share for {plan.model_key}: the pull record in {plan.state_dir} is not "
+                                "in the shape pull writes", remedy="run `llama-bootstrap pull --verify`, then share")
     return revisions, summary
 
 

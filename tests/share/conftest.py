@@ -7,7 +7,6 @@ cable once in the middle of a download, as a broken network would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import threading
@@ -20,18 +19,11 @@ from bootstrap.demo.scenario import DEMO_REPO_ID
 from bootstrap.pipeline import RunOptions, run
 from bootstrap.share import Share, ShareOptions, open_share
 from tests.pipeline.helpers import plan_for, random_model, write_manifest
+from tests.reliability.conftest import sha256_of  # noqa: F401 - used by the share tests
 
 MiB = 1024 * 1024
 BIG = "model.safetensors"
 BIG_SIZE = 25 * MiB + 321  # more than huggingface_hub's 10 MiB write chunk: a cut download resumes with Range
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Pulled(NamedTuple):

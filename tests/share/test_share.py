@@ -210,6 +210,21 @@ def test_a_tampered_state_file_cannot_name_files_outside(pulled, shared, tmp_pat
     assert "../secret.txt is not served" in shared.log_text() or "reloaded" in shared.log_text()
 
 
+@pytest.mark.parametrize("repos", [
+    ["not a dict"],
+    [{"repo_id": DEMO_REPO_ID, "revision": "main", "commit": "c\r\nX-Evil: 1", "local_dir": "/", "files": {}}],
+    [{"repo_id": DEMO_REPO_ID, "revision": "main", "commit": "0" * 40, "local_dir": "/", "files": ["config.json"]}],
+    [{"repo_id": DEMO_REPO_ID, "revision": "main\n", "commit": "0" * 40, "local_dir": "/", "files": {}}],
+])
+def test_a_pull_record_of_another_shape_shares_nothing(pulled, repos) -> None:
+    state_path = pulled.plan.state_dir / "state.json"
+    doc = json.loads(state_path.read_text())
+    doc["steps"]["pull"]["result"]["repos"] = repos
+    state_path.write_text(json.dumps(doc))
+    with pytest.raises(errors.ShareError, match="not in the shape pull writes"):
+        open_share(pulled.plan, ShareOptions(port=0))
+
+
 def test_unsafe_names() -> None:
     for bad in ("", "../x", "a/../b", "/abs", "a//b", "./a", "a/", "a\\b", "c:x", "a\x00b", "a\nb"):
         assert unsafe_name(bad), bad
