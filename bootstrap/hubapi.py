@@ -84,6 +84,22 @@ def sibling(entry: RepoFile, blobs: bool) -> Dict[str, object]:
     return data
 
 
+def model_info_doc(repo_id: str, revision: Revision, blobs: bool) -> Dict[str, object]:
+    """The model info API's answer for one revision (``blobs``: with sizes, blob ids and LFS info)."""
+    info: Dict[str, object] = {
+        "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],  # noqa: S324
+        "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0] if "/" in repo_id else None,
+        "sha": revision.sha, "lastModified": LAST_MODIFIED, "createdAt": LAST_MODIFIED,
+        "private": False, "disabled": False, "gated": False,
+        "downloads": 0, "likes": 0, "tags": ["transformers", "llama", "text-generation"],
+        "pipeline_tag": "text-generation", "library_name": "transformers",
+        "siblings": [sibling(entry, blobs) for _, entry in sorted(revision.files.items())],
+    }
+    if blobs:
+        info["usedStorage"] = sum(entry.size for entry in revision.files.values())
+    return info
+
+
 def _tree_entry(entry: RepoFile) -> Dict[str, object]:
     data: Dict[str, object] = {"type": "file", "oid": entry.blob_id, "size": entry.size, "path": entry.path}
     if entry.lfs:

@@ -24,7 +24,6 @@ write, and every request is reported to ``on_request`` (method, path, status, by
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -38,14 +37,13 @@ from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Tu
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bootstrap.hubapi import (
-    LAST_MODIFIED,
     Catalog,
     HubError,
     RepoFile,
     Revision,
+    model_info_doc,
     parse_range,
     printable,
-    sibling,
     tree_listing,
 )
 
@@ -148,18 +146,7 @@ class HubHandler(BaseHTTPRequestHandler):
         """Raise HubError (401/403) to refuse a download; everything is public by default."""
 
     def model_info(self, repo_id: str, revision: Revision, blobs: bool) -> Dict[str, object]:
-        info: Dict[str, object] = {
-            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],  # noqa: S324
-            "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0] if "/" in repo_id else None,
-            "sha": revision.sha, "lastModified": LAST_MODIFIED, "createdAt": LAST_MODIFIED,
-            "private": False, "disabled": False, "gated": False,
-            "downloads": 0, "likes": 0, "tags": ["transformers", "llama", "text-generation"],
-            "pipeline_tag": "text-generation", "library_name": "transformers",
-            "siblings": [sibling(entry, blobs) for _, entry in sorted(revision.files.items())],
-        }
-        if blobs:
-            info["usedStorage"] = sum(entry.size for entry in revision.files.values())
-        return info
+        return model_info_doc(repo_id, revision, blobs)
 
     def file_headers(self, entry: RepoFile, sha: str) -> List[Tuple[str, str]]:
         etag = f'"{entry.sha256 if entry.lfs else entry.blob_id}"'
