@@ -287,6 +287,40 @@ def serve_cmd(req: Request, host: str, port: int, api_key: Optional[str], queue_
             sys.stdout.flush()
 
     serve(plan, options, echo=(lambda _: None) if req.as_json else (lambda m: say(m, err=True)), on_ready=ready)
+
+
+@cli.command("share")
+@common_options()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 serves the LAN in plain HTTP (no TLS).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on; 0 picks a free one (the URL is printed).")
+@click.option("--max-connections", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Connections served at once; more are answered 503 with Retry-After.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              metavar="SECONDS", help="A client that sends or reads nothing for this long is disconnected.")
+def share_cmd(req: Request, host: str, port: int, max_connections: int, timeout_s: float) -> int:
+    """Serve this machine's verified weights read-only as a Hub endpoint for other machines (Ctrl-C stops).
+
+    Only the files the last pull of the model verified by a hash are served. Other machines pull with
+    `--endpoint http://HOST:PORT`; every request is logged to stderr and the state folder's logs.
+    """
+    from bootstrap.share import ShareOptions, open_share
+
+    share = open_share(req.plan(), ShareOptions(host=host, port=port, max_connections=max_connections,
+                                                timeout_s=timeout_s), echo=lambda m: say(m, err=True))
+    ready = share.describe()
+    for warning in ready["warnings"]:
+        say(f"WARNING: {warning}", err=True)
+    if req.as_json:
+        print_json(ready)
+    else:
+        for repo in ready["repos"]:
+            say(f"sharing {repo['repo_id']}@{repo['revision']} ({repo['commit'][:12]}): {repo['files']} verified "
+                f"files, {repo['bytes'] / 1e9:.3f} GB")
+        say(f"serving {ready['url']} (pull with --endpoint {ready['url']}); log: {ready['log']}; Ctrl-C stops")
+    sys.stdout.flush()
+    share.serve_forever()
     return EXIT_OK
 
 

@@ -290,6 +290,10 @@ class ContextOverflowError(BootstrapError):
 class ServeError(StepFailed):
     """The server could not start (address in use, no permission for the port, ...)."""
 
+
+class ShareError(StepFailed):
+    """``share`` cannot serve: nothing verified to share, or the address cannot be used."""
+
     def __init__(self, message: str, *, address: Optional[str] = None, remedy: Optional[str] = None) -> None:
         super().__init__(message, remedy=remedy)
         self.address = address
@@ -305,3 +309,5 @@ class ServerBusyError(BootstrapError):
     def __init__(self, message: str, *, queue_size: int, remedy: Optional[str] = None) -> None:
         super().__init__(message, remedy=remedy)
         self.queue_size = queue_size
+
+
