@@ -101,8 +101,8 @@ def build(request: BundleRequest, log: Callable[[str], None] = lambda _: None) -
                                                        profile_key=plan.profile_key, log=log,
                                                        miniforge_base=request.miniforge_base)
         if conda_reason:
-            log(f"WARNING: no conda layer: {conda_reason}; the offline install will fall back to a Python {python} "
-                "venv (as install.sh --demo does)")
+            log(f"WARNING: {conda_reason}" + ("" if conda else f"; the offline install will fall back to a Python "
+                                              f"{python} venv (as install.sh --demo does)"))
         members += conda
         members += bundle_layers.weights_members(plan, repos)
         index = _index(request, plan, repos, python, pip_lock, conda_lock, conda, conda_reason)
@@ -130,14 +130,14 @@ def _demo_plan(workdir: Path, log: Callable[[str], None]) -> Plan:
 def _index(request: BundleRequest, plan: Plan, repos: Sequence[Any], python: str, pip_lock: str, conda_lock: str,
            conda: List[Member], conda_reason: str) -> Dict[str, Any]:
     """BUNDLE.json without its members table: the scalars the installers read come first, one per line."""
-    miniforge = next((m.name for m in conda if m.pinned_by == "the installers' Miniforge pin"), "")
+    miniforge = next((m.name for m in conda if m.pinned_by == bundle_conda.MINIFORGE_PIN), "")
     return {
         "format": bundle.FORMAT, "kind": "llama-bootstrap bundle",
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "llama_bootstrap": __version__,
         "platform": request.platform, "python": python, "torch": "cpu" if request.demo else request.torch,
         "demo": request.demo, "model": plan.model_key, "manifest": bundle.MANIFEST,
         "weights_lock": bundle.WEIGHTS_LOCK, "pip_lock": pip_lock, "wheels": bundle.WHEELS,
-        "conda": "missing" if conda_reason else "included", "conda_reason": conda_reason, "conda_lock": conda_lock,
+        "conda": "included" if conda else "missing", "conda_reason": conda_reason, "conda_lock": conda_lock,
         "conda_packages": bundle.CONDA, "miniforge": miniforge,
         "source": {"url": plan.manifest.source.url, "ref": plan.manifest.source.ref, "bundle": bundle.SOURCE},
         "repos": [{"repo_id": r.repo_id, "revision": r.revision, "commit": r.commit, "files": len(r.files),

@@ -1,9 +1,10 @@
 """The conda layer of a bundle: the packages of the explicit lock ``conda-<platform>.lock`` (md5 or sha256 from
 the lock) and the pinned Miniforge installer (sha256 from install.sh / install.ps1), fetched over https.
 
-When the channel or the installer cannot be reached, the layer is left out as a whole and the reason goes into
-BUNDLE.json: the offline install then falls back to a venv, as ``install.sh --demo`` does. A file that arrives
-but does not match its pin stops the build (a mirror serving other bytes is not "unreachable").
+When the channel cannot be reached, the packages are left out as a whole and the reason goes into BUNDLE.json:
+the offline install then falls back to a venv, as ``install.sh --demo`` does. When only the installer cannot be
+reached, the packages are kept (a target with its own conda uses them) and BUNDLE.json says that too. A file
+that arrives but does not match its pin stops the build (a mirror serving other bytes is not "unreachable").
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from bootstrap import bundle, errors
 from bootstrap.bundle_layers import Member
 
 #: The channel prefix of the explicit locks; the installers rewrite exactly this prefix to the bundle's folder.
 CONDA_FORGE = "https://conda.anaconda.org/conda-forge"
+MINIFORGE_PIN = "the installers' Miniforge pin"
 _PIN_SH = {"version": r'^MINIFORGE_VERSION="([^"]+)"', "sha256": r'^MINIFORGE_SHA256_LINUX_X86_64="([0-9a-f]{64})"',
            "global": r'^MINIFORGE_URL_GLOBAL="([^"]+)"', "cn": r'^MINIFORGE_URL_CN="([^"]+)"'}
 _PIN_PS1 = {"version": r"^\$MiniforgeVersion = '([^']+)'",
@@ -78,6 +81,12 @@ def miniforge_pin(root: Path, platform: str, profile_key: str) -> Tuple[str, str
     return base, name, found["sha256"]
 
 
+def _kind(exc: BaseException) -> str:
+    """The innermost cause's class name (NameResolutionError, ConnectTimeoutError, ...): short and telling."""
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    return type(getattr(cause, "reason", None) or cause).__name__
+
+
 def _download(url: str, dest: Path, algo: str, digest: str) -> None:
     """``url`` to ``dest`` through a temp file, checked against ``algo``/``digest`` before it is moved in."""
     from bootstrap.transport import Transport, network_errors
@@ -97,7 +106,7 @@ def _download(url: str, dest: Path, algo: str, digest: str) -> None:
                         hasher.update(chunk)
                         fh.write(chunk)
         except network_errors() as exc:
-            raise _Unreachable(f"cannot reach {url}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise _Unreachable(f"cannot reach {urlsplit(url).hostname} ({_kind(exc)})") from exc
         got = hasher.hexdigest()
         if got != digest:
             raise errors.BundleBuildError(f"{url} does not match its pin ({algo} want: {digest}, got: {got})",
@@ -112,7 +121,8 @@ def _download(url: str, dest: Path, algo: str, digest: str) -> None:
 
 def conda_layer(root: Path, platform: str, work: Path, *, channel: Optional[str], profile_key: str,
                 log: Callable[[str], None], miniforge_base: Optional[str] = None) -> Tuple[List[Member], str]:
-    """(members, "") with every package and the installer, or ([], why) when they cannot be fetched."""
+    """(members, "") with every package and the installer; ([], why) when the packages cannot be fetched;
+    (the packages, why) when only the installer cannot."""
     lock_name = f"conda-{platform}.lock"
     packages = explicit_packages((root / lock_name).read_text(encoding="utf-8"), lock_name)
     base, installer, sha256 = miniforge_pin(root, platform, profile_key)
@@ -126,10 +136,14 @@ def conda_layer(root: Path, platform: str, work: Path, *, channel: Optional[str]
             dest = work.joinpath(*pkg.rel.split("/"))
             _download(url, dest, pkg.algo, pkg.digest)
             members.append(Member(f"{bundle.CONDA}/{pkg.rel}", path=dest, layer="conda", pinned_by=lock_name))
+    except _Unreachable as exc:
+        return [], f"the conda channel was unreachable when the bundle was built: {exc}"
+    try:
         _download(f"{base}/{installer}", work / installer, "sha256", sha256)
     except _Unreachable as exc:
-        return [], f"conda channels / Miniforge unreachable when the bundle was built ({exc})"
+        return members, f"the Miniforge installer was unreachable when the bundle was built: {exc}; the target " \
+                        "needs its own conda for the conda packages"
     members.append(Member(f"{bundle.CONDA}/{installer}", path=work / installer, layer="conda",
                           executable=installer.endswith(".sh"), sha256_in=frozenset([sha256]),
-                          pinned_by="the installers' Miniforge pin"))
+                          pinned_by=MINIFORGE_PIN))
     return members, ""
