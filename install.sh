@@ -577,7 +577,7 @@ verify_bundle() {
     need_cmd df
     [ -f "$file" ] || err "bundle not found: $file (pass --from-bundle FILE or set LLAMA_BOOTSTRAP_FROM_BUNDLE)"
     say "checking the bundle $file (nothing is changed before every member matches its sha256)"
-    listing="$(LC_ALL=C tar -tvf "$file" 2>&1)" || err "$file is not a readable tar archive: $(printf '%s' "$listing" | tail -n 1)"
+    listing="$(LC_ALL=C tar -tvf "$file" 2>/dev/null)" || err "$file is not a readable tar archive (tar -tvf failed); nothing was changed"
     bad="$(printf '%s\n' "$listing" | grep -v '^-' | head -n 1)"
     [ -z "$bad" ] || err "the bundle holds something other than a regular file (links, devices and folders are refused); nothing was changed:
   $bad"
