@@ -78,10 +78,11 @@ def flip_byte(path: Path, member: str, at: int = 0) -> None:
 
 
 def tree(*roots: Path) -> List[Tuple[str, int, int]]:
-    """Every path under the roots (root included) with size and mtime: any change shows up here."""
+    """Every path under the roots with size and mtime: a file or folder made, changed or removed shows up here.
+    (The roots' own mtimes are left out: a temp folder made and removed inside one changes it.)"""
     out = []
     for root in roots:
-        for path in [root, *sorted(root.rglob("*"))]:
+        for path in sorted(root.rglob("*")):
             st = path.lstat()
             out.append((str(path), st.st_size, st.st_mtime_ns))
     return out

@@ -21,7 +21,7 @@ from bootstrap.bundle_build import _write
 from bootstrap.bundle_layers import Member
 from bootstrap.cli import run_cli
 from bootstrap.manifest import parse_manifest
-from tests.helpers_core import DEFAULT_MODEL, make_plan
+from helpers_core import DEFAULT_MODEL, make_plan
 
 from .conftest import REPO, TORCH_WHEEL, small_bundle
 
