@@ -244,6 +244,9 @@ def _tty(req: Request) -> bool:
 @click.option("--torch", type=click.Choice(("cuda", "cpu")), default="cuda", show_default=True,
               help="The pip layer: requirements/<platform>-<torch>.txt (not with --demo).")
 @click.option("--demo", is_flag=True, help="Bundle the demo's tiny model and the demo pip layer instead.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="With --demo: where the demo project is prepared; its cache/ (the tiny model) is reused "
+              "(default: a temp folder).")
 @click.option("--find-links", "find_links", multiple=True, metavar="DIR",
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A folder of wheels that exist only on this disk (repeatable); pip's own configuration is "
@@ -252,7 +255,7 @@ def _tty(req: Request) -> bool:
               help="The llama-bootstrap project to pack (default: the one this command runs from, else ./).")
 @common_options()
 def bundle_cmd(req: Request, output: Optional[Path], verify_file: Optional[Path], target: str, torch: str,
-               demo: bool, find_links: Sequence[Path], repo_root: Optional[Path]) -> int:
+               demo: bool, workdir: Optional[Path], find_links: Sequence[Path], repo_root: Optional[Path]) -> int:
     """Build one archive that installs the environment, the source and the weights on a machine with no network
     (`install.sh --from-bundle FILE`), or check one with --verify."""
     if (output is None) == (verify_file is None):
@@ -273,12 +276,14 @@ def bundle_cmd(req: Request, output: Optional[Path], verify_file: Optional[Path]
 
     if demo and (req.overrides.manifest or req.overrides.model or req.overrides.profile):
         raise click.UsageError("--demo bundles the demo project: --manifest, --model and --profile do not apply")
+    if workdir is not None and not demo:
+        raise click.UsageError("--workdir goes with --demo")
     if repo_root is None:
         here = Path(__file__).resolve().parent.parent
         repo_root = here if (here / "install.sh").is_file() else Path.cwd()
     report = build(BundleRequest(output=output, platform=target, repo_root=repo_root,  # type: ignore[arg-type]
                                  plan=None if demo else req.plan(), demo=demo, torch=torch,
-                                 find_links=tuple(find_links)), log=echo)
+                                 find_links=tuple(find_links), workdir=workdir), log=echo)
     if req.as_json:
         print_json({"status": "ok", **report.to_json()})
     else:

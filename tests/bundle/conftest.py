@@ -183,15 +183,18 @@ class DemoBundle(NamedTuple):
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> DemoBundle:
-    """`llama-bootstrap bundle --demo` run once per session (a CLI subprocess, real pip download)."""
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> DemoBundle:
+    """`llama-bootstrap bundle --demo` run once per session (a CLI subprocess, real pip download); its work
+    folder starts with the session's tiny model in cache/, as a reused `--workdir` would."""
     if not TORCH_WHEEL.exists():
         pytest.skip(f"the demo pip layer pins the local wheel {TORCH_WHEEL.name}, which is not on this machine")
-    out = tmp_path_factory.mktemp("demo-bundle") / "llama-demo.tar"
+    folder = tmp_path_factory.mktemp("demo-bundle")
+    out, workdir = folder / "llama-demo.tar", folder / "demo-project"
+    shutil.copytree(tiny_model_dir, workdir / "cache" / tiny_model_dir.name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMA_BOOTSTRAP_", "HF_"))}
     proc = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "bootstrap", "bundle", "--demo", "--output", str(out), "--find-links",
-         str(TORCH_WHEEL.parent), "--json"], env=env, cwd=out.parent, capture_output=True, text=True, timeout=1800,
-        check=False)
+        [sys.executable, "-m", "bootstrap", "bundle", "--demo", "--output", str(out), "--workdir", str(workdir),
+         "--find-links", str(TORCH_WHEEL.parent), "--json"], env=env, cwd=folder, capture_output=True, text=True,
+        timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return DemoBundle(out, json.loads(proc.stdout))
