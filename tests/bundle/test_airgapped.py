@@ -23,7 +23,7 @@ import pytest
 from bootstrap import bundle, bundle_layers
 from bootstrap.cli import run_cli
 
-from .conftest import DemoBundle, Run, clean_env, flip_byte, python311_dir, run_installer, tree
+from .conftest import DemoBundle, Run, clean_env, flip_byte, python311_dir, tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 WEIGHTS_FILE = "bundle/weights/FlagAlpha/Llama2-Chinese-tiny-demo/model.safetensors"
@@ -108,7 +108,8 @@ def test_the_air_gap_has_no_network_and_no_pip_configuration(airgap: list, tmp_p
                  "        socket.create_connection(addr, timeout=3).close(); print('REACHED', addr)\n"
                  "    except OSError as exc:\n"
                  "        print('unreachable', addr, exc.errno)\n"
-                 "out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True, text=True)\n"
+                 "out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True,\n"
+                 "                     text=True)\n"
                  "print('pip config:', repr(out.stdout.strip()))\n")
         inside = subprocess.run([*airgap, sys.executable, "-c", probe], env=env, capture_output=True,  # noqa: S603
                                 text=True, timeout=120, check=False)
@@ -117,7 +118,8 @@ def test_the_air_gap_has_no_network_and_no_pip_configuration(airgap: list, tmp_p
     assert inside.returncode == 0, inside.stderr
     assert "REACHED" not in inside.stdout and inside.stdout.count("unreachable") == 3
     assert "pip config: ''" in inside.stdout
-    hidden = [a for a in airgap if a.startswith("/") and a != airgap[-2]]
+    # here: /etc/pip.conf, /etc/xdg/pip and the local folders they name (see conftest.pip_config_paths)
+    hidden = [airgap[i + 1] for i, arg in enumerate(airgap) if arg == "--hide"]
     for path in hidden:
         if os.path.isdir(path):
             listing = subprocess.run([*airgap, "ls", "-A", path], capture_output=True, text=True,  # noqa: S603
