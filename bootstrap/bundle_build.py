@@ -90,9 +90,11 @@ def build(request: BundleRequest, log: Callable[[str], None] = lambda _: None) -
         if plan is None:
             raise errors.UsageError("no model to bundle", argument="--model")
         repos = bundle_layers.pinned_repos(plan)
+        weights = bundle_layers.weights_members(plan, repos)  # all in place? (before anything is fetched)
         members = bundle_layers.project_members(root)
         members += [Member(bundle.MANIFEST, data=bundle_layers.offline_manifest(plan)),
                     bundle_layers.lock_member(plan, repos)]
+        _check_members(members + weights)
         members.append(bundle_layers.git_bundle(plan, work, log))
         members += bundle_layers.pip_layer(root / pip_lock, request.platform, python, request.find_links,
                                            work / "wheels", log)
@@ -104,7 +106,7 @@ def build(request: BundleRequest, log: Callable[[str], None] = lambda _: None) -
             log(f"WARNING: {conda_reason}" + ("" if conda else f"; the offline install will fall back to a Python "
                                               f"{python} venv (as install.sh --demo does)"))
         members += conda
-        members += bundle_layers.weights_members(plan, repos)
+        members += weights
         index = _index(request, plan, repos, python, pip_lock, conda_lock, conda, conda_reason)
         _check_members(members)
         _check_disk(output, members)
