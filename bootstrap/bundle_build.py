@@ -16,10 +16,11 @@ import shutil
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bootstrap import __version__, bundle, bundle_conda, bundle_layers, errors
 from bootstrap.bundle_layers import Member
@@ -222,51 +223,46 @@ def _add(tar: tarfile.TarFile, m: Member, now: int) -> Tuple[str, int]:
     return got, size
 
 
-def _write(output: Path, members: Sequence[Member], index: Dict[str, Any],
-           log: Callable[[str], None]) -> Tuple[str, str, int]:
-    """Write the tar (members, BUNDLE.json, SHA256SUMS) to a temp file and move it into place.
-    Returns (bundle id, sha256 of the file, its size)."""
-    now = int(time.time())
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=str(output.parent))
+@contextmanager
+def _atomic(path: Path) -> Iterator[BinaryIO]:
+    """A file written next to ``path`` and moved over it only when the block ends without an error."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "wb") as raw:
-            sink = _Sink(raw)
-            digests: Dict[str, str] = {}
-            table: Dict[str, Dict[str, Any]] = {}
-            with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                              copybufsize=bundle.CHUNK) as tar:
-                layer = None
-                for m in members:
-                    if m.layer != layer:
-                        layer = m.layer
-                        log(f"packing the {layer} layer")
-                    digests[m.name], size = _add(tar, m, now)
-                    table[m.name] = {"size": size, "sha256": digests[m.name]}
-                index["unpacked_bytes"] = sum(e["size"] for e in table.values())
-                index["members"] = table
-                index_bytes = bundle.index_json(index)
-                digests[bundle.INDEX], _ = _add(tar, Member(bundle.INDEX, data=index_bytes), now)
-                sums = bundle.sums_text(digests).encode("ascii")
-                _add(tar, Member(bundle.SUMS, data=sums), now)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    file_sha = sink.digest.hexdigest()
-    _write_text(output.with_name(output.name + ".sha256"), f"{file_sha}  {output.name}\n")
-    return hashlib.sha256(sums).hexdigest(), file_sha, sink.size
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _write(output: Path, members: Sequence[Member], index: Dict[str, Any],
+           log: Callable[[str], None]) -> Tuple[str, str, int]:
+    """Write the tar (members, BUNDLE.json, SHA256SUMS) to a temp file and move it into place, then
+    ``<output>.sha256``. Returns (bundle id, sha256 of the file, its size)."""
+    now = int(time.time())
+    digests: Dict[str, str] = {}
+    table: Dict[str, Dict[str, Any]] = {}
+    with _atomic(output) as raw:
+        sink = _Sink(raw)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                          copybufsize=bundle.CHUNK) as tar:
+            layer = None
+            for m in members:
+                if m.layer != layer:
+                    layer = m.layer
+                    log(f"packing the {layer} layer")
+                digests[m.name], size = _add(tar, m, now)
+                table[m.name] = {"size": size, "sha256": digests[m.name]}
+            index["unpacked_bytes"] = sum(e["size"] for e in table.values())
+            index["members"] = table
+            digests[bundle.INDEX], _ = _add(tar, Member(bundle.INDEX, data=bundle.index_json(index)), now)
+            sums = bundle.sums_text(digests).encode("ascii")
+            _add(tar, Member(bundle.SUMS, data=sums), now)
+    file_sha = sink.digest.hexdigest()
+    with _atomic(output.with_name(output.name + ".sha256")) as fh:
+        fh.write(f"{file_sha}  {output.name}\n".encode("ascii"))
+    return hashlib.sha256(sums).hexdigest(), file_sha, sink.size

@@ -20,6 +20,7 @@ import pytest
 from bootstrap import bundle
 from bootstrap.bundle_build import _write
 from bootstrap.bundle_layers import Member
+from tests.installers.conftest import file_server  # noqa: F401 - a fixture: a folder served on 127.0.0.1
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -6,12 +6,10 @@ runs in test_airgapped.py.)"""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import subprocess
-import threading
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 import yaml
@@ -22,6 +20,7 @@ from bootstrap.bundle_layers import Member
 from bootstrap.cli import run_cli
 from bootstrap.manifest import parse_manifest
 from helpers_core import DEFAULT_MODEL, make_plan
+from tests.installers.conftest import closed_port
 
 from .conftest import REPO, TORCH_WHEEL, small_bundle
 
@@ -156,27 +155,7 @@ def test_an_incomplete_lock_cannot_be_bundled(tmp_path: Path) -> None:
         bundle_layers.pip_layer(lock, "win-64", "3.9", (), tmp_path / "w", lambda _: None)
 
 
-# -- the conda layer, over a real HTTP server on 127.0.0.1 ----------------------------------------------------
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-@pytest.fixture
-def channel(tmp_path: Path) -> Iterator[Tuple[str, Path]]:
-    """A folder served on 127.0.0.1 (a conda channel mirror + a Miniforge mirror)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
+# -- the conda layer, over a real HTTP server on 127.0.0.1 (file_server: a channel and a Miniforge mirror) ------
 def _conda_project(root: Path, served: Path) -> bytes:
     """A project with a two-package explicit lock and a Miniforge pin, both files served."""
     pkgs = {"linux-64/python-3.9.18-h0_cpython.conda": b"python package", "noarch/pip-23.3.2-py_0.conda": b"pip"}
@@ -197,8 +176,8 @@ def _conda_project(root: Path, served: Path) -> bytes:
     return installer
 
 
-def test_the_conda_layer_fetches_every_package_and_the_pinned_installer(tmp_path: Path, channel) -> None:
-    url, served = channel
+def test_the_conda_layer_fetches_every_package_and_the_pinned_installer(tmp_path: Path, file_server) -> None:
+    url, served = file_server
     _conda_project(tmp_path / "root", served)
     members, why = bundle_conda.conda_layer(tmp_path / "root", "linux-64", tmp_path / "w", channel=url,
                                             profile_key="global", log=lambda _: None, miniforge_base=url)
@@ -210,8 +189,8 @@ def test_the_conda_layer_fetches_every_package_and_the_pinned_installer(tmp_path
     assert (tmp_path / "w" / "noarch" / "pip-23.3.2-py_0.conda").read_bytes() == b"pip"
 
 
-def test_without_the_installer_the_packages_stay_and_the_index_says_why(tmp_path: Path, channel) -> None:
-    url, served = channel
+def test_without_the_installer_the_packages_stay_and_the_index_says_why(tmp_path: Path, file_server) -> None:
+    url, served = file_server
     _conda_project(tmp_path / "root", served)
     (served / "Miniforge3-9.9.9-0-Linux-x86_64.sh").unlink()
     members, why = bundle_conda.conda_layer(tmp_path / "root", "linux-64", tmp_path / "w", channel=url,
@@ -219,10 +198,8 @@ def test_without_the_installer_the_packages_stay_and_the_index_says_why(tmp_path
     assert len(members) == 2 and "Miniforge installer was unreachable" in why and "HTTP 404" in why
 
 
-def test_an_unreachable_channel_leaves_the_layer_out(tmp_path: Path, channel) -> None:
-    from tests.installers.conftest import closed_port
-
-    url, served = channel
+def test_an_unreachable_channel_leaves_the_layer_out(tmp_path: Path, file_server) -> None:
+    url, served = file_server
     _conda_project(tmp_path / "root", served)
     dead = f"http://127.0.0.1:{closed_port()}"
     members, why = bundle_conda.conda_layer(tmp_path / "root", "linux-64", tmp_path / "w", channel=dead,
@@ -230,8 +207,8 @@ def test_an_unreachable_channel_leaves_the_layer_out(tmp_path: Path, channel) ->
     assert members == [] and "conda channel was unreachable" in why and "127.0.0.1" in why
 
 
-def test_a_package_with_other_bytes_stops_the_build(tmp_path: Path, channel) -> None:
-    url, served = channel
+def test_a_package_with_other_bytes_stops_the_build(tmp_path: Path, file_server) -> None:
+    url, served = file_server
     _conda_project(tmp_path / "root", served)
     (served / "noarch" / "pip-23.3.2-py_0.conda").write_bytes(b"not pip")
     with pytest.raises(errors.BundleBuildError, match="does not match its pin"):
