@@ -801,8 +801,8 @@ function Install-BundleMiniforge([string]$Installer) {
 # Miniforge installed; otherwise the venv fallback, loudly, exactly as -Demo does.
 function New-BundleEnv {
     $miniforge = Get-BundleField $script:BundleIndex 'miniforge'
-    Find-Conda
     if ((Get-BundleField $script:BundleIndex 'conda') -eq 'included') {
+        Find-Conda
         if (-not $script:CondaBin -and $miniforge) { Install-BundleMiniforge (Join-Path $script:BundleDir $miniforge) }
         if ($script:CondaBin) {
             $script:ProfileName = 'bundle'

@@ -552,10 +552,17 @@ hand_off() {
 # install_bundle_miniforge = Install-BundleMiniforge, undo_bundle = Undo-Bundle.
 BUNDLE_NAME_RE='^[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*)*$'
 
-# A top-level string, number or boolean of BUNDLE.json (the builder writes one top-level key per line).
+# A top-level string, number or boolean of BUNDLE.json (the builder writes one top-level key per line:
+# ` "key": value,`; deeper keys are indented more). Plain string comparison, no regular expression.
 bundle_field() {
-    sed -n -e "s/^ \"$2\": \"\(.*\)\",\{0,1\}\$/\1/p" -e "s/^ \"$2\": \([^\" ,][^\",]*\),\{0,1\}\$/\1/p" "$1" |
-        head -n 1
+    LC_ALL=C awk -v key="$2" '
+        index($0, " \"" key "\": ") == 1 {
+            v = substr($0, length(key) + 6)
+            if (substr(v, length(v)) == ",") v = substr(v, 1, length(v) - 1)
+            if (substr(v, 1, 1) == "\"") v = substr(v, 2, length(v) - 2)
+            print v
+            exit
+        }' "$1"
 }
 
 sha256_stdin() {
@@ -624,7 +631,7 @@ verify_bundle() {
     sum_cmd=(sha256sum -c --strict --quiet)
     if ! command -v sha256sum >/dev/null 2>&1; then sum_cmd=(shasum -a 256 -c --quiet); fi
     if ! sums_out="$(cd "$stage" && LC_ALL=C "${sum_cmd[@]}" SHA256SUMS 2>&1)"; then
-        err "bundle member $(printf '%s\n' "$sums_out" | grep -m 1 ': FAILED' | sed 's/: FAILED.*//') does not match its sha256 in SHA256SUMS; nothing was changed;
+        err "bundle member $(printf '%s\n' "$sums_out" | awk -F ': FAILED' 'NF > 1 { print $1; exit }') does not match its sha256 in SHA256SUMS; nothing was changed;
 copy the bundle again (compare its sha256 with the FILE.sha256 written where it was built)"
     fi
     [ "$(bundle_field "$stage/BUNDLE.json" format)" = 1 ] ||
@@ -671,8 +678,8 @@ install_bundle_miniforge() {
 bundle_env() {
     local miniforge
     miniforge="$(bundle_field "$BUNDLE_INDEX" miniforge)"
-    find_conda
     if [ "$(bundle_field "$BUNDLE_INDEX" conda)" = included ]; then
+        find_conda
         if [ -z "$CONDA_BIN" ] && [ -n "$miniforge" ]; then install_bundle_miniforge "$BUNDLE_DIR/$miniforge"; fi
         if [ -n "$CONDA_BIN" ]; then
             PROFILE="bundle"
@@ -709,8 +716,8 @@ from_bundle() {
     # The bundle's weights, whatever this shell says (the bundle profile lists them as a dir source).
     unset LLAMA_BOOTSTRAP_SOURCES
     stamp="$BUNDLE_DIR/.llama-bootstrap-installed"
-    ENV_PYTHON="$(sed -n 's/^env_python=//p' "$stamp" 2>/dev/null)"
-    ENV_PREFIX="$(sed -n 's/^env_prefix=//p' "$stamp" 2>/dev/null)"
+    ENV_PYTHON="$(awk 'index($0, "env_python=") == 1 { print substr($0, 12) }' "$stamp" 2>/dev/null)"
+    ENV_PREFIX="$(awk 'index($0, "env_prefix=") == 1 { print substr($0, 12) }' "$stamp" 2>/dev/null)"
     if [ -n "$ENV_PYTHON" ] && [ -x "$ENV_PYTHON" ]; then
         say "bundle ${BUNDLE_ID:0:16} is installed in $ENV_PREFIX: nothing to install"
         hand_off
