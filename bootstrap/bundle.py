@@ -29,7 +29,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
 from bootstrap import errors
 
@@ -175,7 +175,7 @@ def _members(tar: tarfile.TarFile, shown: str) -> List[tarfile.TarInfo]:
     return infos
 
 
-def verify(path: Path, log: Any = lambda _: None) -> BundleInfo:
+def verify(path: Path, log: Callable[[str], None] = lambda _: None) -> BundleInfo:
     """Check a bundle without unpacking it: the member headers first (types, names), then the index against
     SHA256SUMS, then every member's bytes. Raises BundleError naming the first bad member."""
     shown = str(path)

@@ -117,7 +117,6 @@ def build(request: BundleRequest, log: Callable[[str], None] = lambda _: None) -
         layers[m.layer] = layers.get(m.layer, 0) + index["members"][m.name]["size"]
     report = BundleReport(str(output), digest, file_sha, size, len(members) + 2, time.perf_counter() - started,
                           index, layers)
-    log(f"wrote {output} ({size / 1e6:.1f} MB, {report.members} members) in {report.seconds:.1f}s")
     return report
 
 
