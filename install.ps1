@@ -45,6 +45,9 @@
     LLAMA_BOOTSTRAP_INIT_SHELL: let conda edit your PowerShell profile
 .PARAMETER Log
     LLAMA_BOOTSTRAP_LOG: log file [%LOCALAPPDATA%\llama-bootstrap\logs\...]
+.PARAMETER FromBundle
+    LLAMA_BOOTSTRAP_FROM_BUNDLE: install offline from this file (made by `llama-bootstrap bundle`): verified
+    first, then no network at all
 .PARAMETER Help
     show this help
 
@@ -57,6 +60,7 @@
 
     Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
       parse_args             <-> Read-Options
+      from_bundle            <-> Install-FromBundle
       detect_platform        <-> Get-Platform
       select_locks           <-> Select-Locks
       find_conda             <-> Find-Conda
@@ -92,6 +96,7 @@ param(
     [switch]$Yes,
     [switch]$InitShell,
     [string]$Log,
+    [string]$FromBundle,
     [switch]$Help
 )
 
@@ -125,6 +130,7 @@ $script:DebugParameter = $PSBoundParameters.ContainsKey('Debug')
 $script:LogFile = ''
 $script:TmpDir = ''
 $script:VenvDir = ''
+$script:BundleUndo = ''
 
 # ---- small vocabulary -------------------------------------------------------------------------
 function Write-LogLine([string]$Message) {
@@ -225,10 +231,6 @@ function Test-IsWindows {
 # ---- steps ------------------------------------------------------------------------------------
 function Read-Options {
     $script:RootDir = $PSScriptRoot
-    if (-not (Test-Path -LiteralPath (Join-Path $script:RootDir 'pyproject.toml')) -or
-        -not (Test-Path -LiteralPath (Join-Path $script:RootDir 'requirements'))) {
-        Stop-Install 'run install.ps1 from an unpacked llama-bootstrap release (requirements\ and pyproject.toml next to it)'
-    }
     $o = @{}
     $o.Manifest = Get-EnvOr 'LLAMA_BOOTSTRAP_MANIFEST' (Join-Path $script:RootDir 'manifest.yaml')
     $o.EnvName = Get-EnvOr 'LLAMA_BOOTSTRAP_ENV_NAME' 'myenv'
@@ -246,6 +248,7 @@ function Read-Options {
     $o.Log = Get-EnvOr 'LLAMA_BOOTSTRAP_LOG' ''
     $o.Debug = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DEBUG' (Get-EnvOr 'LLAMA_BOOTSTRAP_DEBUG' '0')
     $o.MiniforgeUrl = Get-EnvOr 'LLAMA_BOOTSTRAP_MINIFORGE_URL' ''
+    $o.FromBundle = Get-EnvOr 'LLAMA_BOOTSTRAP_FROM_BUNDLE' ''
 
     # Parameters win over the environment.
     if ($Manifest) { $o.Manifest = $Manifest }
@@ -263,6 +266,7 @@ function Read-Options {
     if ($InitShell) { $o.InitShell = 1 }
     if ($Log) { $o.Log = $Log }
     if ($script:DebugParameter) { $o.Debug = 1 }
+    if ($FromBundle) { $o.FromBundle = $FromBundle }
 
     # Case-sensitive, as in install.sh and the CLI (-cnotcontains; -notcontains ignores case).
     if (@('auto', 'cuda', 'cpu') -cnotcontains $o.Torch) {
@@ -274,7 +278,11 @@ function Read-Options {
     if ($o.EnvName -eq 'base' -or $o.EnvName -cnotmatch '^[A-Za-z0-9._-]+$') {
         Stop-Install "env name '$($o.EnvName)' is not allowed (letters, digits, . _ -; not 'base')" 2
     }
-    if ($o.Demo -ne 1 -and -not (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
+    if (-not $o.FromBundle -and (-not (Test-Path -LiteralPath (Join-Path $script:RootDir 'pyproject.toml')) -or
+        -not (Test-Path -LiteralPath (Join-Path $script:RootDir 'requirements')))) {
+        Stop-Install 'run install.ps1 from an unpacked llama-bootstrap release (requirements\ and pyproject.toml next to it)'
+    }
+    if (-not $o.FromBundle -and $o.Demo -ne 1 -and -not (Test-Path -LiteralPath $o.Manifest -PathType Leaf)) {
         Stop-Install "manifest not found: $($o.Manifest) (pass -Manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)" 2
     }
     if ($o.Debug -eq 1) {
@@ -859,6 +867,231 @@ function Remove-TempDir {
     }
 }
 
+# ---- offline install from a bundle (`llama-bootstrap bundle`; the format: bootstrap\bundle.py) --------
+# install.sh <-> install.ps1: from_bundle = Install-FromBundle, verify_bundle = Test-Bundle,
+# bundle_field = Get-BundleField, isolate_pip = Set-PipIsolation, bundle_env = New-BundleEnv,
+# install_bundle_miniforge = Install-BundleMiniforge, undo_bundle = Undo-Bundle.
+$BundleNameRegex = '^[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*)*$'
+
+# A top-level value of BUNDLE.json.
+function Get-BundleField([string]$Path, [string]$Name) {
+    $index = Get-Content -LiteralPath $Path -Raw -Encoding UTF8 | ConvertFrom-Json
+    return "$($index.$Name)"
+}
+
+# Remove what Test-Bundle made (the temp folder, and the folders it had to create) when it did not pass.
+function Undo-Bundle {
+    if ($script:BundleUndo -and (Test-Path -LiteralPath $script:BundleUndo)) {
+        Remove-Item -LiteralPath $script:BundleUndo -Recurse -Force -ErrorAction SilentlyContinue
+    }
+    $script:BundleUndo = ''
+}
+
+# Run tar (Windows 10+ ships bsdtar as tar.exe); its output lines, or a stop naming the failure.
+function Invoke-Tar([string[]]$Arguments, [string]$What) {
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        $out = & tar @Arguments 2>&1
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+    }
+    if ($code -ne 0) { Stop-Install "$What failed (tar exit $code): $($out | Select-Object -Last 1)" }
+    return @($out | ForEach-Object { "$_" })
+}
+
+# Check the bundle and unpack it to $script:BundleDir. Until every member has matched SHA256SUMS nothing but a
+# temp folder (removed again on failure) is written. Sets BundleId, BundleDir, BundleIndex.
+function Test-Bundle([string]$File) {
+    Assert-Command 'tar'
+    if (-not (Test-Path -LiteralPath $File -PathType Leaf)) {
+        Stop-Install "bundle not found: $File (pass -FromBundle FILE or set LLAMA_BOOTSTRAP_FROM_BUNDLE)"
+    }
+    $File = (Resolve-Path -LiteralPath $File).Path
+    Write-Say "checking the bundle $File (nothing is changed before every member matches its sha256)"
+    $listing = Invoke-Tar @('-tvf', $File) "listing $File"
+    $bad = $listing | Where-Object { -not $_.StartsWith('-') } | Select-Object -First 1
+    if ($bad) { Stop-Install "the bundle holds something other than a regular file (links, devices and folders are refused); nothing was changed:`n  $bad" }
+    $names = Invoke-Tar @('-tf', $File) "listing $File"
+    $bad = $names | Where-Object { $_ -cnotmatch $BundleNameRegex -or $_ -match '(^|/)\.\.?(/|$)' } | Select-Object -First 1
+    if ($bad) { Stop-Install "the bundle has an unsafe member name '$bad' (absolute, '..' or odd characters); nothing was changed" }
+    $bad = $names | Group-Object | Where-Object { $_.Count -gt 1 } | Select-Object -First 1
+    if ($bad) { Stop-Install "the bundle holds '$($bad.Name)' twice; nothing was changed" }
+    if (($names -cnotcontains 'SHA256SUMS') -or ($names -cnotcontains 'BUNDLE.json')) {
+        Stop-Install "$File is not a llama-bootstrap bundle (no SHA256SUMS / BUNDLE.json)"
+    }
+    $peek = Join-Path ([System.IO.Path]::GetTempPath()) ('llama-bootstrap-sums.' + [System.Guid]::NewGuid().ToString('N'))
+    New-Item -ItemType Directory -Force -Path $peek | Out-Null
+    try {
+        Invoke-Tar @('-xf', $File, '-C', $peek, 'SHA256SUMS') "reading SHA256SUMS from $File" | Out-Null
+        $script:BundleId = Get-Sha256 (Join-Path $peek 'SHA256SUMS')
+    } finally {
+        Remove-Item -LiteralPath $peek -Recurse -Force -ErrorAction SilentlyContinue
+    }
+    $script:BundleDir = Join-Path $script:StateDir "bundles\$($script:BundleId.Substring(0, 16))"
+    $script:BundleIndex = Join-Path $script:BundleDir 'BUNDLE.json'
+    if (Test-Path -LiteralPath $script:BundleDir -PathType Container) {
+        Write-Say "bundle $($script:BundleId.Substring(0, 16)) is already unpacked (and was verified) at $($script:BundleDir)"
+        return
+    }
+    # Disk: the unpacked members take at most the size of the archive.
+    $need = (Get-Item -LiteralPath $File).Length
+    $probe = Split-Path -Parent $script:BundleDir
+    while (-not (Test-Path -LiteralPath $probe -PathType Container)) { $probe = Split-Path -Parent $probe }
+    $free = ([System.IO.DriveInfo]::new([System.IO.Path]::GetPathRoot($probe))).AvailableFreeSpace
+    if ($free -lt $need) {
+        $needMiB = [math]::Ceiling($need / 1048576)
+        $freeMiB = [math]::Floor($free / 1048576)
+        Stop-Install "not enough disk at $probe to unpack the bundle: need $needMiB MiB, $freeMiB MiB free; nothing was changed"
+    }
+    # Unpack into a temp folder next to the target; on failure it goes again, with the folders made for it.
+    $parent = Split-Path -Parent $script:BundleDir
+    $script:BundleUndo = ''
+    if (-not (Test-Path -LiteralPath $parent -PathType Container)) {
+        $script:BundleUndo = $parent
+        while (-not (Test-Path -LiteralPath (Split-Path -Parent $script:BundleUndo) -PathType Container)) {
+            $script:BundleUndo = Split-Path -Parent $script:BundleUndo
+        }
+    }
+    try {
+        New-Item -ItemType Directory -Force -Path $parent | Out-Null
+        $stage = Join-Path $parent ('.unpack-' + [System.Guid]::NewGuid().ToString('N').Substring(0, 8))
+        New-Item -ItemType Directory -Force -Path $stage | Out-Null
+        if (-not $script:BundleUndo) { $script:BundleUndo = $stage }
+        Invoke-Tar @('-xf', $File, '-C', $stage) "unpacking $File" | Out-Null
+        $sums = @{}
+        foreach ($line in Get-Content -LiteralPath (Join-Path $stage 'SHA256SUMS') -Encoding ASCII) {
+            if ($line -notmatch '^([0-9a-f]{64})  (.+)$') { Stop-Install "SHA256SUMS: '$line' is not '<sha256>  <name>'; nothing was changed" }
+            $sums[$Matches[2]] = $Matches[1]
+        }
+        $members = @($names | Where-Object { $_ -cne 'SHA256SUMS' })
+        $bad = Compare-Object -ReferenceObject $members -DifferenceObject @($sums.Keys) -CaseSensitive | Select-Object -First 1
+        if ($bad) { Stop-Install "member '$($bad.InputObject)' is not both in the archive and in SHA256SUMS; nothing was changed" }
+        foreach ($name in $members) {
+            $got = Get-Sha256 (Join-Path $stage ($name -replace '/', '\'))
+            if ($got -ne $sums[$name]) {
+                Stop-Install ("bundle member $name does not match its sha256 in SHA256SUMS; nothing was changed`n" +
+                    "  want: $($sums[$name])`n  got:  $got`n" +
+                    'copy the bundle again (compare its sha256 with the FILE.sha256 written where it was built)')
+            }
+        }
+        $index = Get-Content -LiteralPath (Join-Path $stage 'BUNDLE.json') -Raw -Encoding UTF8 | ConvertFrom-Json
+        if ("$($index.format)" -ne '1') { Stop-Install "BUNDLE.json format $($index.format) is not 1: install it with the install.ps1 inside it" }
+        if ("$($index.platform)" -ne $script:Platform) {
+            Stop-Install "the bundle is for $($index.platform), this machine is $($script:Platform); nothing was changed"
+        }
+        Write-Say "every member matches SHA256SUMS (bundle id $($script:BundleId))"
+        if ($script:Opt.DryRun -eq 1) {
+            Write-Say "dry run: the bundle would be unpacked to $($script:BundleDir) and installed; nothing was changed"
+            Undo-Bundle
+            return
+        }
+        Move-Item -LiteralPath $stage -Destination $script:BundleDir
+        $script:BundleUndo = ''
+    } catch {
+        Undo-Bundle
+        throw
+    }
+}
+
+# pip for the offline install: the bundle's wheels only, no index, and no configuration of this machine.
+function Set-PipIsolation([string]$Wheels) {
+    Get-ChildItem Env: | Where-Object { $_.Name -like 'PIP_*' } | ForEach-Object {
+        Remove-Item -LiteralPath "Env:$($_.Name)" -ErrorAction SilentlyContinue
+    }
+    $env:PIP_CONFIG_FILE = 'nul'
+    $env:PIP_NO_INDEX = '1'
+    $env:PIP_FIND_LINKS = $Wheels
+    $env:PIP_DISABLE_PIP_VERSION_CHECK = '1'
+}
+
+function Install-BundleMiniforge([string]$Installer) {
+    $o = $script:Opt
+    if ((Split-Path -Leaf $Installer) -ne $script:MiniforgeFile) {
+        Stop-Install "the bundle's $(Split-Path -Leaf $Installer) is not the pinned $($script:MiniforgeFile)"
+    }
+    $got = Get-Sha256 $Installer
+    if ($got -ne $script:MiniforgeSha256) {
+        Stop-Install "checksum mismatch for the bundle's $($script:MiniforgeFile)`n  want: $($script:MiniforgeSha256)`n  got:  $got"
+    }
+    if ((Test-Path -LiteralPath $o.CondaPrefix) -and (Get-ChildItem -LiteralPath $o.CondaPrefix -Force | Select-Object -First 1)) {
+        Stop-Install "$($o.CondaPrefix) exists but holds no conda; remove it or choose another -CondaPrefix"
+    }
+    Write-Say "no conda found: installing Miniforge3 $MiniforgeVersion from the bundle into $($o.CondaPrefix)"
+    # /D= must come last and unquoted (NSIS).
+    $proc = Start-Process -FilePath $Installer -Wait -PassThru -ArgumentList @(
+        '/S', '/InstallationType=JustMe', '/RegisterPython=0', '/AddToPath=0', "/D=$($o.CondaPrefix)")
+    if ($proc.ExitCode -ne 0) { Stop-Install "the Miniforge installer failed (exit $($proc.ExitCode))" }
+    $script:CondaBin = Join-Path $o.CondaPrefix 'Scripts\conda.exe'
+    $script:CondaFoundVia = 'installed from the bundle'
+    Resolve-EnvPrefix  # ask the new conda where the env goes, as after a downloaded Miniforge
+    Write-Say "the env goes to $($script:EnvPrefix) ($($script:EnvWhy))"
+}
+
+# The environment: conda from the bundle's packages (offline) when it has them and a conda is found or its
+# Miniforge installed; otherwise the venv fallback, loudly, exactly as -Demo does.
+function New-BundleEnv {
+    $miniforge = Get-BundleField $script:BundleIndex 'miniforge'
+    if ((Get-BundleField $script:BundleIndex 'conda') -eq 'included') {
+        Find-Conda
+        if (-not $script:CondaBin -and $miniforge) { Install-BundleMiniforge (Join-Path $script:BundleDir $miniforge) }
+        if ($script:CondaBin) {
+            $script:ProfileName = 'bundle'
+            $packages = Join-Path $script:BundleDir (Get-BundleField $script:BundleIndex 'conda_packages')
+            $script:CondaMirror = 'file:///' + ($packages -replace '\\', '/')
+            $env:CONDA_OFFLINE = 'true'
+            New-CondaEnv
+            return
+        }
+        Write-Warn 'the bundle has conda packages, but no conda was found and the bundle has no Miniforge installer'
+    } else {
+        Write-Warn "the bundle has no conda layer: $(Get-BundleField $script:BundleIndex 'conda_reason')"
+    }
+    $script:FallbackPython = Get-BundleField $script:BundleIndex 'python'
+    $script:FallbackLock = $script:PipLock
+    New-VenvFallback
+}
+
+# -FromBundle: verify, unpack, then install with no network at all and hand off to `run` on the bundle's
+# manifest (source from the git bundle, weights through a dir source checked against the lock, smoke test).
+function Install-FromBundle {
+    $o = $script:Opt
+    Get-Platform
+    Test-Bundle $o.FromBundle
+    if ($o.DryRun -eq 1) { return }
+    Start-Log
+    $index = $script:BundleIndex
+    $script:RootDir = $script:BundleDir
+    $o.Manifest = Join-Path $script:BundleDir (Get-BundleField $index 'manifest')
+    $o.Model = Get-BundleField $index 'model'
+    $o.Profile = 'bundle'
+    $o.Demo = 0
+    $script:CondaLock = Join-Path $script:BundleDir (Get-BundleField $index 'conda_lock')
+    $script:PipLock = Join-Path $script:BundleDir ((Get-BundleField $index 'pip_lock') -replace '/', '\')
+    Set-PipIsolation (Join-Path $script:BundleDir ((Get-BundleField $index 'wheels') -replace '/', '\'))
+    # The bundle's weights, whatever this shell says (the bundle profile lists them as a dir source).
+    Remove-Item -LiteralPath 'Env:LLAMA_BOOTSTRAP_SOURCES' -ErrorAction SilentlyContinue
+    $stamp = Join-Path $script:BundleDir '.llama-bootstrap-installed'
+    $script:EnvPython = ''
+    if (Test-Path -LiteralPath $stamp) {
+        foreach ($line in Get-Content -LiteralPath $stamp -Encoding UTF8) {
+            if ($line -match '^env_prefix=(.*)$') { $script:EnvPrefix = $Matches[1] }
+            if ($line -match '^env_python=(.*)$') { $script:EnvPython = $Matches[1] }
+        }
+    }
+    if ($script:EnvPython -and (Test-Path -LiteralPath $script:EnvPython -PathType Leaf)) {
+        Write-Say "bundle $($script:BundleId.Substring(0, 16)) is installed in $($script:EnvPrefix): nothing to install"
+        Invoke-HandOff
+        return
+    }
+    New-BundleEnv
+    Install-PipLayer
+    Install-Bootstrapper
+    Invoke-HandOff
+    Set-Content -LiteralPath $stamp -Value @("env_prefix=$($script:EnvPrefix)", "env_python=$($script:EnvPython)") -Encoding UTF8
+}
+
 function Invoke-Main {
     if ($PSVersionTable.PSVersion.Major -lt 5) {
         Stop-Install "PowerShell 5.1 or later is needed (this is $($PSVersionTable.PSVersion)); install Windows Management Framework 5.1"
@@ -869,6 +1102,10 @@ function Invoke-Main {
     # Before anything reads Windows-only variables (PowerShell 7 runs this on Linux and macOS too).
     if (-not (Test-IsWindows)) { Stop-Install 'install.ps1 is for Windows; on Linux run install.sh' }
     Read-Options
+    if ($script:Opt.FromBundle) {
+        Install-FromBundle
+        return
+    }
     Get-Platform
     Select-Locks
     Find-Conda

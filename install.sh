@@ -19,6 +19,7 @@
 #
 # Step table (install.sh <-> install.ps1); tests/installers/test_installer_static.py reads it:
 #   parse_args             <-> Read-Options
+#   from_bundle            <-> Install-FromBundle
 #   detect_platform        <-> Get-Platform
 #   select_locks           <-> Select-Locks
 #   find_conda             <-> Find-Conda
@@ -138,6 +139,8 @@ Options (each one sets the environment variable named after it):
   --init-shell         LLAMA_BOOTSTRAP_INIT_SHELL    let conda edit your shell rc files
   --log PATH           LLAMA_BOOTSTRAP_LOG           log file [~/.local/state/llama-bootstrap/logs/...]
   --debug              LLAMA_BOOTSTRAP_DEBUG         trace every command (set -x), tracebacks
+  --from-bundle FILE   LLAMA_BOOTSTRAP_FROM_BUNDLE   install offline from FILE (made by `llama-bootstrap bundle`):
+                                                     verified first, then no network at all
   -h, --help           show this help
 
 Exit codes: 0 ok; 1 a step or check failed; 2 bad input (flag, variable, manifest);
@@ -151,9 +154,6 @@ EOF
 # ---- steps ------------------------------------------------------------------------------------
 parse_args() {
     ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)" || err "cannot find the script's folder"
-    if [ ! -f "$ROOT_DIR/pyproject.toml" ] || [ ! -d "$ROOT_DIR/requirements" ]; then
-        err "run install.sh from an unpacked llama-bootstrap release (requirements/ and pyproject.toml next to it)"
-    fi
     OPT_MANIFEST="${LLAMA_BOOTSTRAP_MANIFEST:-$ROOT_DIR/manifest.yaml}"
     OPT_ENV_NAME="${LLAMA_BOOTSTRAP_ENV_NAME:-myenv}"
     OPT_MODEL="${LLAMA_BOOTSTRAP_MODEL:-}"
@@ -170,6 +170,7 @@ parse_args() {
     OPT_LOG="${LLAMA_BOOTSTRAP_LOG:-}"
     OPT_DEBUG="$(as_bool LLAMA_BOOTSTRAP_DEBUG "${LLAMA_BOOTSTRAP_DEBUG:-0}")" || exit
     OPT_MINIFORGE_URL="${LLAMA_BOOTSTRAP_MINIFORGE_URL:-}"
+    OPT_FROM_BUNDLE="${LLAMA_BOOTSTRAP_FROM_BUNDLE:-}"
 
     while [ "$#" -gt 0 ]; do
         local flag="$1" value=""
@@ -177,7 +178,7 @@ parse_args() {
             --*=*) value="${flag#*=}"; flag="${flag%%=*}" ;;
         esac
         case "$flag" in
-            --manifest | --env-name | --model | --profile | --conda-prefix | --torch | --log)
+            --manifest | --env-name | --model | --profile | --conda-prefix | --torch | --log | --from-bundle)
                 if [ -z "$value" ]; then
                     [ "$#" -ge 2 ] || err "$flag needs a value (see --help)" 2
                     value="$2"
@@ -201,6 +202,7 @@ parse_args() {
             --init-shell) OPT_INIT_SHELL=1 ;;
             --log) OPT_LOG="$value" ;;
             --debug) OPT_DEBUG=1 ;;
+            --from-bundle) OPT_FROM_BUNDLE="$value" ;;
             -h | --help) usage; exit 0 ;;
             *) err "unknown option '$1' (see ./install.sh --help)" 2 ;;
         esac
@@ -218,7 +220,10 @@ parse_args() {
     case "$OPT_ENV_NAME" in
         '' | base | *[!A-Za-z0-9._-]*) err "env name '$OPT_ENV_NAME' is not allowed (letters, digits, . _ -; not 'base')" 2 ;;
     esac
-    if [ "$OPT_DEMO" != 1 ] && [ ! -f "$OPT_MANIFEST" ]; then
+    if [ -z "$OPT_FROM_BUNDLE" ] && { [ ! -f "$ROOT_DIR/pyproject.toml" ] || [ ! -d "$ROOT_DIR/requirements" ]; }; then
+        err "run install.sh from an unpacked llama-bootstrap release (requirements/ and pyproject.toml next to it)"
+    fi
+    if [ -z "$OPT_FROM_BUNDLE" ] && [ "$OPT_DEMO" != 1 ] && [ ! -f "$OPT_MANIFEST" ]; then
         err "manifest not found: $OPT_MANIFEST (pass --manifest PATH or set LLAMA_BOOTSTRAP_MANIFEST)" 2
     fi
     if [ "$OPT_DEBUG" = 1 ]; then
@@ -745,6 +750,191 @@ hand_off() {
     say "done. The environment is $ENV_PREFIX; log: $LOG_FILE"
 }
 
+# ---- offline install from a bundle (`llama-bootstrap bundle`; the format: bootstrap/bundle.py) ---------
+# install.sh <-> install.ps1: from_bundle = Install-FromBundle, verify_bundle = Test-Bundle,
+# bundle_field = Get-BundleField, isolate_pip = Set-PipIsolation, bundle_env = New-BundleEnv,
+# install_bundle_miniforge = Install-BundleMiniforge, undo_bundle = Undo-Bundle.
+BUNDLE_NAME_RE='^[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~-]*)*$'
+
+# A top-level string, number or boolean of BUNDLE.json (the builder writes one top-level key per line:
+# ` "key": value,`; deeper keys are indented more). Plain string comparison, no regular expression.
+bundle_field() {
+    LC_ALL=C awk -v key="$2" '
+        index($0, " \"" key "\": ") == 1 {
+            v = substr($0, length(key) + 6)
+            if (substr(v, length(v)) == ",") v = substr(v, 1, length(v) - 1)
+            if (substr(v, 1, 1) == "\"") v = substr(v, 2, length(v) - 2)
+            print v
+            exit
+        }' "$1"
+}
+
+sha256_stdin() {
+    if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d ' ' -f 1
+    elif command -v shasum >/dev/null 2>&1; then shasum -a 256 | cut -d ' ' -f 1
+    else err "need sha256sum or shasum to verify the bundle"; fi
+}
+
+# Remove what verify_bundle made (the temp folder, and the folders it had to create) when it did not pass.
+undo_bundle() {
+    if [ -n "${BUNDLE_UNDO:-}" ]; then rm -rf -- "$BUNDLE_UNDO"; fi
+}
+
+# Check the bundle $1 and unpack it to $BUNDLE_DIR. Until every member has matched SHA256SUMS nothing but a temp
+# folder (removed again on failure) is written. Sets BUNDLE_ID, BUNDLE_DIR, BUNDLE_INDEX.
+verify_bundle() {
+    local file="$1" listing names bad need free parent probe stage sums_out sum_cmd
+    need_cmd tar
+    need_cmd df
+    [ -f "$file" ] || err "bundle not found: $file (pass --from-bundle FILE or set LLAMA_BOOTSTRAP_FROM_BUNDLE)"
+    say "checking the bundle $file (nothing is changed before every member matches its sha256)"
+    listing="$(LC_ALL=C tar -tvf "$file" 2>/dev/null)" || err "$file is not a readable tar archive (tar -tvf failed); nothing was changed"
+    bad="$(printf '%s\n' "$listing" | grep -v '^-' | head -n 1)"
+    [ -z "$bad" ] || err "the bundle holds something other than a regular file (links, devices and folders are refused); nothing was changed:
+  $bad"
+    names="$(LC_ALL=C tar -tf "$file")" || err "cannot list $file"
+    bad="$(printf '%s\n' "$names" | grep -Ev "$BUNDLE_NAME_RE" | head -n 1)"
+    [ -z "$bad" ] || err "the bundle has an unsafe member name '$bad' (absolute, '..' or odd characters); nothing was changed"
+    bad="$(printf '%s\n' "$names" | grep -E '(^|/)\.\.?(/|$)' | head -n 1)"
+    [ -z "$bad" ] || err "the bundle has an unsafe member name '$bad' (a '.' or '..' part); nothing was changed"
+    bad="$(printf '%s\n' "$names" | LC_ALL=C sort -f | uniq -di | head -n 1)"
+    [ -z "$bad" ] || err "the bundle holds '$bad' twice; nothing was changed"
+    if ! printf '%s\n' "$names" | grep -qx 'SHA256SUMS' || ! printf '%s\n' "$names" | grep -qx 'BUNDLE.json'; then
+        err "$file is not a llama-bootstrap bundle (no SHA256SUMS / BUNDLE.json)"
+    fi
+    BUNDLE_ID="$(tar -xOf "$file" SHA256SUMS | sha256_stdin)" || err "cannot read SHA256SUMS from $file"
+    BUNDLE_DIR="$STATE_DIR/bundles/${BUNDLE_ID:0:16}"
+    BUNDLE_INDEX="$BUNDLE_DIR/BUNDLE.json"
+    if [ -d "$BUNDLE_DIR" ]; then
+        say "bundle ${BUNDLE_ID:0:16} is already unpacked (and was verified) at $BUNDLE_DIR"
+        return 0
+    fi
+    # Disk: the unpacked members take at most the size of the archive.
+    need="$(wc -c <"$file" | tr -d ' ')"
+    probe="$(dirname "$BUNDLE_DIR")"
+    while [ ! -d "$probe" ]; do probe="$(dirname "$probe")"; done
+    free="$(df -Pk "$probe" | awk 'NR == 2 { print $4 }')"
+    if [ -z "$free" ] || [ $((free * 1024)) -lt "$need" ]; then
+        err "not enough disk at $probe to unpack the bundle: need $((need / 1048576)) MiB, $((${free:-0} / 1024)) MiB free; nothing was changed"
+    fi
+    # Unpack into a temp folder next to the target; on failure it goes again, with the folders made for it.
+    parent="$(dirname "$BUNDLE_DIR")"
+    BUNDLE_UNDO=""
+    if [ ! -d "$parent" ]; then
+        BUNDLE_UNDO="$parent"
+        while [ ! -d "$(dirname "$BUNDLE_UNDO")" ]; do BUNDLE_UNDO="$(dirname "$BUNDLE_UNDO")"; done
+    fi
+    trap 'undo_bundle; cleanup' EXIT
+    mkdir -p "$parent" || err "cannot create $parent"
+    stage="$(mktemp -d "$parent/.unpack-XXXXXX")" || err "cannot create a temp folder in $parent"
+    BUNDLE_UNDO="${BUNDLE_UNDO:-$stage}"
+    tar -xf "$file" -C "$stage" --no-same-owner || err "unpacking $file failed; nothing was changed"
+    bad="$(LC_ALL=C comm -3 <(printf '%s\n' "$names" | grep -vx 'SHA256SUMS' | LC_ALL=C sort) \
+        <(cut -c 67- "$stage/SHA256SUMS" | LC_ALL=C sort) | head -n 1)"
+    [ -z "$bad" ] || err "member '${bad#"${bad%%[![:space:]]*}"}' is not both in the archive and in SHA256SUMS; nothing was changed"
+    sum_cmd=(sha256sum -c --strict --quiet)
+    if ! command -v sha256sum >/dev/null 2>&1; then sum_cmd=(shasum -a 256 -c --quiet); fi
+    if ! sums_out="$(cd "$stage" && LC_ALL=C "${sum_cmd[@]}" SHA256SUMS 2>&1)"; then
+        err "bundle member $(printf '%s\n' "$sums_out" | awk -F ': FAILED' 'NF > 1 { print $1; exit }') does not match its sha256 in SHA256SUMS; nothing was changed;
+copy the bundle again (compare its sha256 with the FILE.sha256 written where it was built)"
+    fi
+    [ "$(bundle_field "$stage/BUNDLE.json" format)" = 1 ] ||
+        err "BUNDLE.json format $(bundle_field "$stage/BUNDLE.json" format) is not 1: install it with the install.sh inside it"
+    [ "$(bundle_field "$stage/BUNDLE.json" platform)" = "$PLATFORM" ] ||
+        err "the bundle is for $(bundle_field "$stage/BUNDLE.json" platform), this machine is $PLATFORM; nothing was changed"
+    say "every member matches SHA256SUMS (bundle id $BUNDLE_ID)"
+    if [ "$OPT_DRY_RUN" = 1 ]; then
+        say "dry run: the bundle would be unpacked to $BUNDLE_DIR and installed; nothing was changed"
+        return 0
+    fi
+    mv "$stage" "$BUNDLE_DIR" || err "cannot move the unpacked bundle to $BUNDLE_DIR"
+    BUNDLE_UNDO=""
+}
+
+# pip for the offline install: the bundle's wheels only, no index, and no configuration of this machine.
+isolate_pip() {
+    local name
+    for name in $(compgen -e); do
+        case "$name" in PIP_*) unset "$name" ;; esac
+    done
+    export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_FIND_LINKS="$1" PIP_DISABLE_PIP_VERSION_CHECK=1
+}
+
+install_bundle_miniforge() {
+    local installer="$1" got
+    [ "$(basename "$installer")" = "$MINIFORGE_FILE" ] || err "the bundle's $(basename "$installer") is not the pinned $MINIFORGE_FILE"
+    got="$(sha256_of "$installer")"
+    [ "$got" = "$MINIFORGE_SHA256" ] || err "checksum mismatch for the bundle's $MINIFORGE_FILE
+  want: $MINIFORGE_SHA256
+  got:  $got"
+    if [ -e "$OPT_CONDA_PREFIX" ] && [ -n "$(ls -A "$OPT_CONDA_PREFIX" 2>/dev/null)" ]; then
+        err "$OPT_CONDA_PREFIX exists but holds no conda; remove it or choose another --conda-prefix"
+    fi
+    say "no conda found: installing Miniforge3 $MINIFORGE_VERSION from the bundle into $OPT_CONDA_PREFIX"
+    ensure bash "$installer" -b -p "$OPT_CONDA_PREFIX"
+    CONDA_BIN="$OPT_CONDA_PREFIX/bin/conda"
+    CONDA_FOUND_VIA="installed from the bundle"
+    decide_env_prefix  # ask the new conda where the env goes, as after a downloaded Miniforge
+    say "the env goes to $ENV_PREFIX ($ENV_WHY)"
+}
+
+# The environment: conda from the bundle's packages (offline) when it has them and a conda is found or its
+# Miniforge installed; otherwise the venv fallback, loudly, exactly as --demo does.
+bundle_env() {
+    local miniforge
+    miniforge="$(bundle_field "$BUNDLE_INDEX" miniforge)"
+    if [ "$(bundle_field "$BUNDLE_INDEX" conda)" = included ]; then
+        find_conda
+        if [ -z "$CONDA_BIN" ] && [ -n "$miniforge" ]; then install_bundle_miniforge "$BUNDLE_DIR/$miniforge"; fi
+        if [ -n "$CONDA_BIN" ]; then
+            PROFILE="bundle"
+            CONDA_MIRROR="file://$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" conda_packages)"
+            export CONDA_OFFLINE=true
+            create_env
+            return 0
+        fi
+        warn "the bundle has conda packages, but no conda was found and the bundle has no Miniforge installer"
+    else
+        warn "the bundle has no conda layer: $(bundle_field "$BUNDLE_INDEX" conda_reason)"
+    fi
+    FALLBACK_PYTHON="$(bundle_field "$BUNDLE_INDEX" python)"
+    FALLBACK_LOCK="$PIP_LOCK"
+    create_venv_fallback
+}
+
+# --from-bundle: verify, unpack, then install with no network at all and hand off to `run` on the bundle's
+# manifest (source from the git bundle, weights through a dir source checked against the lock, smoke test).
+from_bundle() {
+    local stamp
+    detect_platform
+    verify_bundle "$OPT_FROM_BUNDLE"
+    if [ "$OPT_DRY_RUN" = 1 ]; then return 0; fi
+    start_log
+    ROOT_DIR="$BUNDLE_DIR"
+    OPT_MANIFEST="$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" manifest)"
+    OPT_MODEL="$(bundle_field "$BUNDLE_INDEX" model)"
+    OPT_PROFILE="bundle"
+    OPT_DEMO=0
+    CONDA_LOCK="$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" conda_lock)"
+    PIP_LOCK="$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" pip_lock)"
+    isolate_pip "$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" wheels)"
+    # The bundle's weights, whatever this shell says (the bundle profile lists them as a dir source).
+    unset LLAMA_BOOTSTRAP_SOURCES
+    stamp="$BUNDLE_DIR/.llama-bootstrap-installed"
+    ENV_PYTHON="$(awk 'index($0, "env_python=") == 1 { print substr($0, 12) }' "$stamp" 2>/dev/null)"
+    ENV_PREFIX="$(awk 'index($0, "env_prefix=") == 1 { print substr($0, 12) }' "$stamp" 2>/dev/null)"
+    if [ -n "$ENV_PYTHON" ] && [ -x "$ENV_PYTHON" ]; then
+        say "bundle ${BUNDLE_ID:0:16} is installed in $ENV_PREFIX: nothing to install"
+        hand_off
+        return 0
+    fi
+    bundle_env
+    install_pip_layer
+    install_bootstrapper
+    hand_off
+    printf 'env_prefix=%s\nenv_python=%s\n' "$ENV_PREFIX" "$ENV_PYTHON" >"$stamp" || err "cannot write $stamp"
+}
+
 cleanup() {
     if [ -n "${TMP_DIR:-}" ] && [ -d "$TMP_DIR" ]; then rm -rf "$TMP_DIR"; fi
 }
@@ -756,6 +946,10 @@ main() {
     trap cleanup EXIT
     trap 'err "interrupted" 130' INT
     parse_args "$@"
+    if [ -n "$OPT_FROM_BUNDLE" ]; then
+        from_bundle
+        return 0
+    fi
     detect_platform
     select_locks
     find_conda

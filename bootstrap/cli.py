@@ -321,6 +321,69 @@ def share_cmd(req: Request, host: str, port: int, max_connections: int, timeout_
         say(f"serving {ready['url']} (pull with --endpoint {ready['url']}); log: {ready['log']}; Ctrl-C stops")
     sys.stdout.flush()
     share.serve_forever()
+
+
+@cli.command("bundle")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write the bundle (a plain tar) here, and its sha256 to FILE.sha256.")
+@click.option("--verify", "verify_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Check a bundle against its index instead (exit 1 naming the first bad member).")
+@click.option("--platform", "target", type=click.Choice(("linux-64", "win-64")), default="linux-64",
+              show_default=True, help="The platform the bundle installs on.")
+@click.option("--torch", type=click.Choice(("cuda", "cpu")), default="cuda", show_default=True,
+              help="The pip layer: requirements/<platform>-<torch>.txt (not with --demo).")
+@click.option("--demo", is_flag=True, help="Bundle the demo's tiny model and the demo pip layer instead.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="With --demo: where the demo project is prepared; its cache/ (the tiny model) is reused "
+              "(default: a temp folder).")
+@click.option("--find-links", "find_links", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A folder of wheels that exist only on this disk (repeatable); pip's own configuration is "
+              "ignored.")
+@click.option("--repo", "repo_root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="The llama-bootstrap project to pack (default: the one this command runs from, else ./).")
+@common_options()
+def bundle_cmd(req: Request, output: Optional[Path], verify_file: Optional[Path], target: str, torch: str,
+               demo: bool, workdir: Optional[Path], find_links: Sequence[Path], repo_root: Optional[Path]) -> int:
+    """Build one archive that installs the environment, the source and the weights on a machine with no network
+    (`install.sh --from-bundle FILE`), or check one with --verify."""
+    if (output is None) == (verify_file is None):
+        raise click.UsageError("give exactly one of --output FILE and --verify FILE")
+    echo = (lambda m: None) if req.as_json else (lambda m: say(m, err=True))
+    if verify_file is not None:
+        from bootstrap.bundle import verify
+
+        info = verify(verify_file, log=echo)
+        if req.as_json:
+            print_json({"status": "ok", **info.to_json()})
+        else:
+            say(f"bundle OK: {info.path}: {info.members} members, {info.bytes / 1e6:.1f} MB unpacked, "
+                f"{info.index.get('platform')}, model {info.index.get('model')}, made {info.index.get('created_at')}")
+            say(f"  id (sha256 of SHA256SUMS): {info.id}")
+        return EXIT_OK
+    from bootstrap.bundle_build import BundleRequest, build
+
+    if demo and (req.overrides.manifest or req.overrides.model or req.overrides.profile):
+        raise click.UsageError("--demo bundles the demo project: --manifest, --model and --profile do not apply")
+    if workdir is not None and not demo:
+        raise click.UsageError("--workdir goes with --demo")
+    if repo_root is None:
+        here = Path(__file__).resolve().parent.parent
+        repo_root = here if (here / "install.sh").is_file() else Path.cwd()
+    report = build(BundleRequest(output=output, platform=target, repo_root=repo_root,  # type: ignore[arg-type]
+                                 plan=None if demo else req.plan(), demo=demo, torch=torch,
+                                 find_links=tuple(find_links), workdir=workdir), log=echo)
+    if req.as_json:
+        print_json({"status": "ok", **report.to_json()})
+    else:
+        idx = report.index
+        say(f"wrote {report.path}: {report.bytes / 1e6:.1f} MB, {report.members} members, in {report.seconds:.1f}s")
+        say(f"  {idx['platform']}, Python {idx['python']}, model {idx['model']}, conda layer: {idx['conda']}"
+            + (f" ({idx['conda_reason']})" if idx["conda_reason"] else ""))
+        say(f"  sha256 of the file: {report.sha256} (also in {report.path}.sha256)")
+        say(f"  id (sha256 of SHA256SUMS): {report.id}")
+        say(f"install on the target: tar -xf {Path(report.path).name} install.sh && "
+            f"./install.sh --from-bundle {Path(report.path).name}")
     return EXIT_OK
 
 

@@ -311,3 +311,28 @@ class ServerBusyError(BootstrapError):
         self.queue_size = queue_size
 
 
+
+
+# -- offline bundles (exit code 1) ------------------------------------------------------------
+
+
+class BundleError(StepFailed):
+    """A bundle is unsafe to unpack or differs from its own index; ``member`` names the first bad member."""
+
+    remedy = ("nothing was unpacked or changed; copy the bundle again from the machine that built it (compare "
+              "its sha256 with the one printed there), or build it anew with `llama-bootstrap bundle`")
+
+    def __init__(self, message: str, *, path: Optional[str] = None, member: Optional[str] = None,
+                 remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.path = path
+        self.member = member
+
+
+class BundleBuildError(StepFailed):
+    """A bundle could not be built: a layer could not be fetched, or what would be packed is not what the
+    locks pin. Nothing is left at the output path."""
+
+    def __init__(self, message: str, *, layer: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.layer = layer

@@ -12,9 +12,10 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import yaml
 
@@ -90,25 +91,15 @@ def prepare(workdir: Path, *, echo: Callable[[str], None]) -> Dict[str, Any]:
     return {"model_dir": model_dir, "upstream": upstream, "sha": sha, "build_s": time.perf_counter() - t0}
 
 
-def run_demo(workdir: Path, *, fresh: bool = False, echo: Callable[[str], None] = lambda _: None,
-             settings: Optional[Any] = None) -> DemoResult:
-    """Run the whole pipeline twice against local stand-ins. Raises the first step's error."""
+@contextmanager
+def _served_project(workdir: Path, echo: Callable[[str], None], settings: Optional[Any]) -> Iterator[Any]:
+    """The demo project under ``workdir`` with its Hub running: tiny model served, manifest written, weights
+    pinned. Yields the plan; the Hub stops when the block ends."""
     from bootstrap.demo.hubserver import LocalHub
-    from bootstrap.pipeline import RunOptions, run
     from bootstrap.plan import Overrides, build_plan
     from bootstrap.settings import Settings
     from bootstrap.weightspin import lock_weights
 
-    workdir = workdir.resolve()
-    if fresh and workdir.exists():
-        shutil.rmtree(workdir)
-    # Each demo shows the whole pipeline: only the built inputs (cache/, upstream/) are reused.
-    for name in RUN_PARTS:
-        if (workdir / name).is_dir() and not (workdir / name).is_symlink():
-            shutil.rmtree(workdir / name)
-        elif os.path.lexists(workdir / name):
-            os.unlink(workdir / name)
-    workdir.mkdir(parents=True, exist_ok=True)
     parts = prepare(workdir, echo=echo)
     with LocalHub() as hub:
         hub.add_repo(DEMO_REPO_ID, parts["model_dir"])
@@ -122,10 +113,48 @@ def run_demo(workdir: Path, *, fresh: bool = False, echo: Callable[[str], None] 
         lock_weights([(DEMO_MODEL_KEY, plan)], update=True, log=echo)
         echo(f"demo: pinned the weights in {plan.weights_lock_path}; the first source of the profile is dead on "
              "purpose (the run falls back to the second)")
+        yield plan, parts
+
+
+def _clean(workdir: Path) -> Path:
+    """Remove what an earlier run left (only the built inputs cache/ and upstream/ are reused)."""
+    workdir = workdir.resolve()
+    for name in RUN_PARTS:
+        if (workdir / name).is_dir() and not (workdir / name).is_symlink():
+            shutil.rmtree(workdir / name)
+        elif os.path.lexists(workdir / name):
+            os.unlink(workdir / name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def prepare_pulled(workdir: Path, *, echo: Callable[[str], None] = lambda _: None,
+                   settings: Optional[Any] = None) -> Path:
+    """The demo project without the smoke test: tiny model, git source, manifest, weights lock and the weights
+    pulled (verified against the lock) under ``workdir``; the Hub is stopped again. Returns the manifest path.
+    ``llama-bootstrap bundle --demo`` packs this project."""
+    from bootstrap.pipeline import RunOptions, run
+
+    workdir = _clean(workdir)
+    with _served_project(workdir, echo, settings) as (plan, _):
+        run(plan, RunOptions(only=("pull",)), echo=echo)
+    return plan.manifest_path
+
+
+def run_demo(workdir: Path, *, fresh: bool = False, echo: Callable[[str], None] = lambda _: None,
+             settings: Optional[Any] = None) -> DemoResult:
+    """Run the whole pipeline twice against local stand-ins. Raises the first step's error."""
+    from bootstrap.pipeline import RunOptions, run
+
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    # Each demo shows the whole pipeline: only the built inputs (cache/, upstream/) are reused.
+    workdir = _clean(workdir)
+    with _served_project(workdir, echo, settings) as (plan, parts):
         first = run(plan, RunOptions(), echo=echo)
         echo("demo: running again; nothing changed, so nothing should be done")
         second = run(plan, RunOptions(), echo=echo)
-    echo(f"demo: talk to the tiny model: llama-bootstrap chat --manifest {manifest_path}")
+    echo(f"demo: talk to the tiny model: llama-bootstrap chat --manifest {plan.manifest_path}")
     echo(f"demo: or serve it (OpenAI API on http://127.0.0.1:8000/v1): llama-bootstrap serve --manifest "
-         f"{manifest_path}")
-    return DemoResult(str(workdir), str(manifest_path), parts["build_s"], first, second)
+         f"{plan.manifest_path}")
+    return DemoResult(str(workdir), str(plan.manifest_path), parts["build_s"], first, second)
