@@ -226,8 +226,9 @@ def lexists(path: Path) -> bool:
 def tree_bytes(path: Path, seen: Optional[Dict[Tuple[int, int], int]] = None) -> int:
     """Disk used under ``path`` (allocated blocks where the OS says, else the size), symlinks not followed.
 
-    With ``seen`` (shared across calls), a file with several hard links counts only when its last link is
-    seen: the bytes that removing all of them frees."""
+    With ``seen`` (shared across calls) nothing is counted twice: a tree inside one counted before adds
+    nothing, and a file with several hard links counts only when its last link is seen (the bytes that
+    removing all of them frees)."""
     total = 0
     stack = [str(path)]
     while stack:
@@ -236,19 +237,22 @@ def tree_bytes(path: Path, seen: Optional[Dict[Tuple[int, int], int]] = None) ->
             st = os.lstat(current)
         except OSError:
             continue
-        if stat.S_ISDIR(st.st_mode):
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if seen is not None:
+            key = (st.st_dev, st.st_ino)
+            count = seen.get(key, 0) + 1
+            seen[key] = count
+            if (is_dir or st.st_nlink <= 1) and count > 1:
+                continue  # counted already, with everything under it
+            if not is_dir and st.st_nlink > 1 and count != st.st_nlink:
+                continue
+        if is_dir:
             try:
                 with os.scandir(current) as it:
                     stack.extend(entry.path for entry in it)
             except OSError:
                 pass
-        size = st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and seen is not None:
-            key = (st.st_dev, st.st_ino)
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] < st.st_nlink:
-                continue
-        total += size
+        total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
     return total
 
 

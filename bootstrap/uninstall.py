@@ -37,6 +37,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from bootstrap.errors import NoReceipt, ReceiptError, UninstallIncomplete
 from bootstrap.receipt import KINDS, Entry, Receipt, lexists, tree_bytes
 
+BUSY = "holds the running Python: install.ps1 -Uninstall removes it afterwards"
+LEFT_FOR_INSTALLER = "left_for_installer"  # the mark install.ps1 -Uninstall looks for
 CONDA_BLOCKS = (("# >>> conda initialize >>>", "# <<< conda initialize <<<"),
                 ("#region conda initialize", "#endregion"))
 #: What a created path must still look like to be removed (a symlink always may: only the link goes).
@@ -130,7 +132,7 @@ def _protected(path: str) -> bool:
 
 def _check_path(entry: Entry, receipt: Path) -> None:
     path = entry.path
-    if "\0" in path or not os.path.isabs(path) or os.path.normpath(path) != path.rstrip("/\\") or path != path.strip():
+    if "\0" in path or not os.path.isabs(path) or os.path.normpath(path) != path or path != path.strip():
         raise ReceiptError(f"the receipt {receipt} lists {path!r}, which is not a plain absolute path",
                            path=str(receipt), remedy="the receipt was changed by hand or damaged: remove what you "
                            "know to be ours by hand, then delete the receipt")
@@ -160,7 +162,8 @@ def _shape_problem(entry: Entry) -> Optional[str]:
 
 
 def _order(entry: Entry) -> Tuple[int, int]:
-    return KINDS[entry.kind].rank, -len(Path(entry.path).parts)
+    kind = KINDS.get(entry.kind)
+    return (kind.rank if kind else 99), -len(Path(entry.path).parts)
 
 
 def plan(receipt_file: Path, *, keep_weights: bool = False, keep_conda: bool = False,
@@ -188,8 +191,7 @@ def plan(receipt_file: Path, *, keep_weights: bool = False, keep_conda: bool = F
         elif kind.group in keep_groups:
             out.kept.append(Item(entry, "keep", tree_bytes(Path(entry.path)), f"--keep-{kind.group}"))
         elif busy(entry.path):
-            out.kept.append(Item(entry, "keep", tree_bytes(Path(entry.path)),
-                                 "holds the running Python: install.ps1 -Uninstall removes it afterwards"))
+            out.kept.append(Item(entry, "keep", tree_bytes(Path(entry.path)), BUSY))
         elif kind.removal == "empty-dir" and _protected(entry.path):
             out.kept.append(Item(entry, "keep", reason="a root or home folder is never removed"))
         elif _shape_problem(entry):
@@ -228,6 +230,10 @@ def run(p: Plan, *, dry_run: bool = False, log: Callable[[str], None] = lambda _
     if not dry_run:
         for entry in p.gone:
             receipt.drop(entry.path)
+        receipt.entries.sort(key=_order)  # what stays is listed in removal order (install.ps1 follows it)
+        for item in p.kept:
+            if item.reason == BUSY:
+                item.entry.extra[LEFT_FOR_INSTALLER] = True
     for item in p.items:
         entry = item.entry
         if entry.kind == "state" and item.action == "remove":
@@ -239,6 +245,11 @@ def run(p: Plan, *, dry_run: bool = False, log: Callable[[str], None] = lambda _
         if dry_run:
             removed.append(item)
             done.add(entry.path)
+            continue
+        if not lexists(entry.path):  # inside something removed before it (an env inside Miniforge)
+            removed.append(item)
+            done.add(entry.path)
+            receipt.drop(entry.path)
             continue
         try:
             gone = _do(item, log)
@@ -327,8 +338,8 @@ def block_removed(data: bytes, before_sha256: Optional[str] = None) -> Optional[
         candidates = [plain]
         if head and not head[-1].strip():
             candidates.append("".join(head[:-1] + tail))
-            if len(head) > 1 and not tail:
-                candidates.append("".join(head[:-2] + [head[-2].rstrip("\r\n")]))
+        if head and not tail:
+            candidates.append("".join(head[:-1] + [head[-1].rstrip("\r\n")]))
         encoded = [c.encode("utf-8", "surrogateescape") for c in candidates]
         return next((c for c in encoded if before_sha256 and _sha256(c) == before_sha256), encoded[0])
     return None
