@@ -58,7 +58,7 @@ def run(argv: List[str], env: Dict[str, str], cwd: Path, timeout: float = 1500) 
 @pytest.fixture
 def sandbox(tmp_path: Path):
     """The installers' sandbox: a release copy, HOME and a PATH without conda under tmp_path (stand-ins on demand)."""
-    from installers.conftest import Sandbox
+    from tests.installers.conftest import Sandbox
 
     (tmp_path / "sandbox").mkdir()
     return Sandbox(tmp_path / "sandbox")

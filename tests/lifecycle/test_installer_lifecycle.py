@@ -25,8 +25,8 @@ def entries(sandbox) -> dict:
 
 
 def env_id(conda_lock: Path, pip_lock: Path) -> str:
-    digest = f"{hashlib.sha256(conda_lock.read_bytes()).hexdigest()}\n{hashlib.sha256(pip_lock.read_bytes()).hexdigest()}\n"
-    return hashlib.sha256(digest.encode()).hexdigest()[:12]
+    conda, pip = (hashlib.sha256(lock.read_bytes()).hexdigest() for lock in (conda_lock, pip_lock))
+    return hashlib.sha256(f"{conda}\n{pip}\n".encode()).hexdigest()[:12]
 
 
 def change(path: Path) -> None:
@@ -51,7 +51,7 @@ def test_a_fresh_install_records_what_it_created(installed) -> None:
     env = sb.conda_base / "envs" / "myenv"
     got = entries(sb)
     conda_lock, pip_lock = _locks(sb)
-    assert got[str(env)]["kind"] == "env" and got[str(env)]["status"] == "created" and got[str(env)]["by"] == "installer"
+    assert (got[str(env)]["kind"], got[str(env)]["status"], got[str(env)]["by"]) == ("env", "created", "installer")
     assert got[str(env)]["conda_lock"] == str(conda_lock) and got[str(env)]["pip_lock"] == str(pip_lock)
     assert got[str(sb.repo / ".llama-bootstrap")]["kind"] == "state"
     logs = [p for p, e in got.items() if e["kind"] == "log"]
@@ -208,9 +208,9 @@ def test_init_shell_with_a_new_miniforge_is_undone_exactly(sandbox) -> None:
         sha256_of() {{ case "$1" in *.part) echo pinned ;; *) orig_sha256_of "$1" ;; esac; }}
         main --yes --init-shell
     """
-    env = {"STANDIN_CONDA": str(Path(__file__).resolve().parents[1] / "installers/fixtures/standin-conda"),
-           "STANDIN_CONDA_BASE": str(prefix)}
-    shutil.copy2(Path(__file__).resolve().parents[1] / "installers/fixtures/standin-python", sandbox.bin / "standin-python")
+    standins = Path(__file__).resolve().parents[1] / "installers" / "fixtures"
+    env = {"STANDIN_CONDA": str(standins / "standin-conda"), "STANDIN_CONDA_BASE": str(prefix)}
+    shutil.copy2(standins / "standin-python", sandbox.bin / "standin-python")
     before = tree(sandbox.home)
     proc = sandbox.call(script, **env)
     assert proc.returncode == 0, proc.stderr

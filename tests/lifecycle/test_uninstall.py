@@ -262,9 +262,9 @@ def test_the_powershell_region_and_a_symlinked_start_up_file(tmp_path: Path) -> 
     dotfiles.mkdir()
     real = dotfiles / "profile.ps1"
     original = b"Set-Alias g git\r\n"
-    block = ("#region conda initialize\r\n# !! Contents within this block are managed by 'conda init' !!\r\n"
-             "(& 'C:\\mf\\Scripts\\conda.exe' 'shell.powershell' 'hook') | Out-String | Invoke-Expression\r\n"
-             "#endregion\r\n").encode()
+    block = (b"#region conda initialize\r\n# !! Contents within this block are managed by 'conda init' !!\r\n"
+             b"(& 'C:\\mf\\Scripts\\conda.exe' 'shell.powershell' 'hook') | Out-String | Invoke-Expression\r\n"
+             b"#endregion\r\n")
     real.write_bytes(original + b"\r\n" + block)
     link = tmp_path / "profile.ps1"
     link.symlink_to(real)
