@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, List
 
 from bootstrap.output import say
 
@@ -48,26 +48,32 @@ def print_status(report: Any) -> None:
             f"{smoke['tokens_per_s']} tok/s: {smoke['answer']!r}")
 
 
-def _lines(items: List[Any], verb: str) -> None:
+#: What each action is called in the report: (planned, done).
+_VERBS = {"remove": ("remove", "removed"), "unlink": ("unlink", "unlinked"), "undo-block": ("edit", "edited"),
+          "rmdir-if-empty": ("rmdir", "removed"), "keep": ("keep", "kept")}
+
+
+def _lines(items: List[Any], done: bool, verb: str = "") -> None:
     for item in items:
+        shown = verb or _VERBS.get(item.action, (item.action, item.action))[1 if done else 0]
         extra = f" ({item.reason})" if item.reason else ""
         amount = f"{size(item.bytes):>9}  " if item.bytes else " " * 11
-        say(f"  {verb:<8} {amount}{item.entry.kind:<18} {item.entry.path}{extra}")
+        say(f"  {shown:<8} {amount}{item.entry.kind:<18} {item.entry.path}{extra}")
 
 
 def print_uninstall_plan(plan: Any) -> None:
     say("uninstall would:")
-    _lines([i for i in plan.items], "remove")
-    _lines(plan.kept, "keep")
+    _lines(plan.items, False)
+    _lines(plan.kept, False)
     say(f"freeing {size(plan.bytes)}")
 
 
 def print_uninstall(result: Any) -> None:
     if result.dry_run:
         say("dry run: nothing was changed. uninstall would:")
-    _lines(result.removed, "would" if result.dry_run else "removed")
-    _lines(result.kept, "keep" if result.dry_run else "kept")
-    _lines(result.failed, "FAILED")
+    _lines(result.removed, not result.dry_run)
+    _lines(result.kept, not result.dry_run, "keep" if result.dry_run else "kept")
+    _lines(result.failed, False, "FAILED")
     for entry in result.gone:
         say(f"  {'gone':<8} {'':11}{entry.kind:<18} {entry.path} (already removed)")
     freed = "would free" if result.dry_run else "freed"
@@ -75,5 +81,3 @@ def print_uninstall(result: Any) -> None:
     say(f"{freed} {size(result.bytes_freed)}; {left}")
 
 
-def uninstall_json(result: Any) -> Dict[str, Any]:
-    return result.to_json()

@@ -313,3 +313,15 @@ def test_the_command_reports_what_it_removed_as_json(install: Install) -> None:
     assert doc["status"] == "ok" and doc["bytes_freed"] > 0 and doc["receipt_left"] is True
     assert {Path(k["path"]).name for k in doc["kept"]} >= {"model", ".local", ".llama-bootstrap"}
     assert not (install.root / "home/miniforge3").exists() and (install.root / "proj/models/Org/model").exists()
+
+
+def test_in_a_state_folder_that_was_found_only_our_files_and_the_receipt_go(tmp_path: Path) -> None:
+    inst = Install(tmp_path)
+    inst.make("proj/.llama-bootstrap", "state", FOUND, inside=["users-notes.txt"])
+    inst.make("proj/.llama-bootstrap/state.json", "state-file", file=True)
+    inst.make("proj/.llama-bootstrap/logs", "logs", inside=["run-1.log"])
+    inst.make("proj/Llama2-Chinese", "source-checkout", inside=[".git/HEAD"])
+    inst.save()
+    result = uninstall.run(uninstall.plan(inst.receipt.path))
+    assert not result.receipt_left and result.failed == []
+    assert sorted(tree(tmp_path / "proj")) == [".llama-bootstrap", ".llama-bootstrap/users-notes.txt"]
