@@ -48,6 +48,12 @@
 .PARAMETER FromBundle
     LLAMA_BOOTSTRAP_FROM_BUNDLE: install offline from this file (made by `llama-bootstrap bundle`): verified
     first, then no network at all
+.PARAMETER Rollback
+    LLAMA_BOOTSTRAP_ROLLBACK: switch back to the env an update replaced (and forward again)
+.PARAMETER Uninstall
+    LLAMA_BOOTSTRAP_UNINSTALL: remove what the install receipt says was created (with -DryRun: list it;
+    -Yes: no question). The receipt is <state folder>\receipt.json, the state folder being
+    LLAMA_BOOTSTRAP_STATE_DIR (relative to the manifest's folder) or .llama-bootstrap next to the manifest.
 .PARAMETER Help
     show this help
 
@@ -97,6 +103,8 @@ param(
     [switch]$InitShell,
     [string]$Log,
     [string]$FromBundle,
+    [switch]$Rollback,
+    [switch]$Uninstall,
     [switch]$Help
 )
 
@@ -122,6 +130,12 @@ $DownloadRetries = 3
 $DiskGbCuda = 8
 $DiskGbCpu = 3
 $DiskGbMiniforge = 1
+# The stamps and pointers an env carries (bootstrap\receipt.py reads the same names): conda: in
+# conda-meta\, a venv: at its top.
+$StampConda = 'llama-bootstrap-lock.sha256'
+$StampPip = 'llama-bootstrap-pip-lock.sha256'
+$PreviousPointer = 'llama-bootstrap-previous'
+$HomePointer = 'llama-bootstrap-home'
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -131,6 +145,10 @@ $script:LogFile = ''
 $script:TmpDir = ''
 $script:VenvDir = ''
 $script:BundleUndo = ''
+$script:EnvKind = 'conda'
+$script:Receipt = ''
+$script:UpdateSlot = ''
+$script:UpdateNote = ''
 
 # ---- small vocabulary -------------------------------------------------------------------------
 function Write-LogLine([string]$Message) {
@@ -245,6 +263,8 @@ function Read-Options {
     $o.DryRun = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DRY_RUN' (Get-EnvOr 'LLAMA_BOOTSTRAP_DRY_RUN' '0')
     $o.Yes = ConvertTo-Bool 'LLAMA_BOOTSTRAP_YES' (Get-EnvOr 'LLAMA_BOOTSTRAP_YES' '0')
     $o.InitShell = ConvertTo-Bool 'LLAMA_BOOTSTRAP_INIT_SHELL' (Get-EnvOr 'LLAMA_BOOTSTRAP_INIT_SHELL' '0')
+    $o.Rollback = ConvertTo-Bool 'LLAMA_BOOTSTRAP_ROLLBACK' (Get-EnvOr 'LLAMA_BOOTSTRAP_ROLLBACK' '0')
+    $o.Uninstall = ConvertTo-Bool 'LLAMA_BOOTSTRAP_UNINSTALL' (Get-EnvOr 'LLAMA_BOOTSTRAP_UNINSTALL' '0')
     $o.Log = Get-EnvOr 'LLAMA_BOOTSTRAP_LOG' ''
     $o.Debug = ConvertTo-Bool 'LLAMA_BOOTSTRAP_DEBUG' (Get-EnvOr 'LLAMA_BOOTSTRAP_DEBUG' '0')
     $o.MiniforgeUrl = Get-EnvOr 'LLAMA_BOOTSTRAP_MINIFORGE_URL' ''
@@ -264,6 +284,8 @@ function Read-Options {
     if ($DryRun) { $o.DryRun = 1 }
     if ($Yes) { $o.Yes = 1 }
     if ($InitShell) { $o.InitShell = 1 }
+    if ($Rollback) { $o.Rollback = 1 }
+    if ($Uninstall) { $o.Uninstall = 1 }
     if ($Log) { $o.Log = $Log }
     if ($script:DebugParameter) { $o.Debug = 1 }
     if ($FromBundle) { $o.FromBundle = $FromBundle }
@@ -619,6 +641,9 @@ function Write-Plan {
         $envLine = "$($o.EnvName) at $($script:EnvPrefix) (will be created)"
     } elseif (Test-EnvMatchesLock) {
         $envLine = "$($o.EnvName) at $($script:EnvPrefix) (exists, matches the lock: kept)"
+    } elseif (Test-EnvIsOurs $script:EnvPrefix) {
+        $envLine = "$($o.EnvName) at $($script:EnvPrefix) (exists, made from other locks: the new env is built next to it " +
+            "as $($script:EnvPrefix)-$(Get-WantedId), switched in after its test; the old one is kept for -Rollback)"
     } else {
         $envLine = "$($o.EnvName) at $($script:EnvPrefix) (exists, does not match the lock: replaced only with -Yes)"
     }
@@ -693,6 +718,7 @@ function Install-Miniforge {
             'nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / -Profile) and re-run')
     }
     Move-Item -LiteralPath $part -Destination $installer -Force
+    Add-NewPath $script:MiniforgeTop $o.CondaPrefix 'miniforge'
     Write-Say "sha256 verified; installing Miniforge into $($o.CondaPrefix)"
     Write-LogLine "+ $installer /S /InstallationType=JustMe /RegisterPython=0 /AddToPath=0 /D=$($o.CondaPrefix)"
     # /D= must come last and unquoted (NSIS); Test-Prerequisites made sure the prefix has no space.
@@ -714,7 +740,7 @@ function Install-Miniforge {
     $script:CondaFoundVia = 'installed now'
     if (-not (Test-Path -LiteralPath $script:CondaBin)) { Stop-Install "Miniforge installed but $($script:CondaBin) is missing" }
     if ($o.InitShell -eq 1) {
-        Invoke-Ensure $script:CondaBin @('init', 'powershell')
+        Invoke-InitShellRecorded
     } else {
         Write-Say 'your PowerShell profile was left alone (pass -InitShell to let conda edit it)'
     }
@@ -754,24 +780,27 @@ function New-VenvFallback {
     Write-Warn "  venv:     $($script:VenvDir)"
     Write-Warn "  pip lock: $($script:FallbackLock)"
     Write-Warn '=================================================================================='
-    $python = Join-Path $script:VenvDir 'Scripts\python.exe'
-    if (-not (Test-Path -LiteralPath $python)) {
-        Invoke-Ensure $found @('-m', 'venv', $script:VenvDir)
-    }
+    $script:EnvKind = 'venv'
     $script:EnvPrefix = $script:VenvDir
-    $script:EnvPython = $python
     $script:PipLock = $script:FallbackLock
+    Initialize-Venv $found
 }
 
 function Get-Sha256([string]$Path) {
     return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash.ToLowerInvariant()
 }
 
-function Test-EnvMatchesLock {
-    $stamp = Join-Path $script:EnvPrefix 'conda-meta\llama-bootstrap-lock.sha256'
-    if (-not (Test-Path -LiteralPath $stamp)) { return $false }
-    $want = ((Get-Content -LiteralPath $stamp -TotalCount 1) -split ' ')[0]
-    return ($want -eq (Get-Sha256 $script:CondaLock))
+# Does the env at $Prefix (default: the name) match the locks? conda: its conda-lock stamp; both kinds:
+# its pip-layer stamp, when it has one (an env from before that stamp counts as matching).
+function Test-EnvMatchesLock([string]$Prefix = $script:EnvPrefix) {
+    $meta = Get-MetaDir $Prefix
+    if ($script:EnvKind -eq 'conda') {
+        $stamp = Join-Path $meta $StampConda
+        if (-not (Test-Path -LiteralPath $stamp)) { return $false }
+        if ((Get-Stamp $stamp) -ne (Get-Sha256 $script:CondaLock)) { return $false }
+    }
+    $pip = Get-Stamp (Join-Path $meta $StampPip)
+    return (-not $pip -or $pip -eq (Get-Sha256 $script:PipLock))
 }
 
 function New-CondaEnv {
@@ -781,6 +810,11 @@ function New-CondaEnv {
     if (Test-Path -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta')) {
         if (Test-EnvMatchesLock) {
             Write-Say "env $($o.EnvName) already matches ${lockName}: keeping it"
+            Use-ExistingEnv
+            return
+        }
+        if (Test-EnvIsOurs $script:EnvPrefix) {
+            New-EnvNextToIt
             return
         }
         if ($o.Yes -ne 1) {
@@ -790,22 +824,7 @@ function New-CondaEnv {
         Write-Say "env $($o.EnvName) does not match the lock: removing it (-Yes)"
         Invoke-Ensure $script:CondaBin @('remove', '--yes', '--prefix', $script:EnvPrefix, '--all')
     }
-    $lock = $script:CondaLock
-    if ($script:CondaMirror) {
-        # Plain string prefixes (no regular expression); UTF-8 without a BOM, as conda reads it.
-        $lock = Join-Path $script:TmpDir $lockName
-        Write-Say "profile $($script:ProfileName): fetching conda packages from $($script:CondaMirror)"
-        $mirror = $script:CondaMirror.TrimEnd('/')
-        $text = foreach ($line in [System.IO.File]::ReadAllLines($script:CondaLock)) {
-            if ($line.StartsWith("$CondaForgeChannel/", [System.StringComparison]::Ordinal)) { $mirror + $line.Substring($CondaForgeChannel.Length) } else { $line }
-        }
-        [System.IO.File]::WriteAllLines($lock, [string[]]$text)
-    }
-    Write-Say "creating env $($o.EnvName) at $($script:EnvPrefix) from $lockName"
-    Invoke-Ensure $script:CondaBin @('create', '--yes', '--prefix', $script:EnvPrefix, '--file', $lock)
-    if (-not (Test-Path -LiteralPath $script:EnvPython)) { Stop-Install "conda created $($o.EnvName) but $($script:EnvPython) is missing" }
-    Set-Content -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta\llama-bootstrap-lock.sha256') `
-        -Value "$(Get-Sha256 $script:CondaLock)  $lockName" -Encoding ASCII
+    New-CondaEnvAt $script:EnvPrefix
 }
 
 function Install-PipLayer {
@@ -856,9 +875,540 @@ function Invoke-HandOff {
             130 { 'interrupted' }
             default { 'unexpected' }
         }
-        Stop-Install "llama-bootstrap $($handOff[2]) failed (exit $($code): $meaning); its messages are above" $code
+        Stop-Install "llama-bootstrap $($handOff[2]) failed (exit $($code): $meaning); its messages are above$($script:UpdateNote)" $code
     }
     Write-Say "done. The environment is $($script:EnvPrefix); log: $($script:LogFile)"
+}
+
+# ---- the life of an install: the receipt, updates, -Rollback, -Uninstall ----------------------
+# docs\installers.md "The life of an install". Each function mirrors install.sh's of the same purpose
+# (the pairs are listed in tests\lifecycle\test_installers_static.py).
+
+# The receipt is <the CLI's state folder>\receipt.json, the file `llama-bootstrap` writes too
+# (bootstrap\receipt.py): LLAMA_BOOTSTRAP_STATE_DIR (relative: to the manifest's folder), else
+# .llama-bootstrap next to the manifest; the CLI finds it from the same manifest.
+function Get-ReceiptPath {
+    $o = $script:Opt
+    $root = (Resolve-Path -LiteralPath (Split-Path -Parent (Convert-Path -LiteralPath $o.Manifest))).ProviderPath
+    $dir = Get-EnvOr 'LLAMA_BOOTSTRAP_STATE_DIR' ''
+    $dir = $dir.TrimEnd('\', '/')
+    if (-not $dir) { $dir = Join-Path $root '.llama-bootstrap' }
+    elseif (-not [System.IO.Path]::IsPathRooted($dir)) { $dir = Join-Path $root $dir }
+    $script:Receipt = Join-Path $dir 'receipt.json'
+}
+
+# The topmost missing folder on the way to $Path ($Path itself when only it is missing); '' when it exists.
+function Get-FirstMissing([string]$Path) {
+    $top = ''
+    $p = $Path
+    while ($p -and -not (Test-Path -LiteralPath $p)) {
+        $top = $p
+        $parent = Split-Path -Parent $p
+        if (-not $parent -or $parent -eq $p) { break }
+        $p = $parent
+    }
+    return $top
+}
+
+function Read-ReceiptEntries {
+    if (-not $script:Receipt -or -not (Test-Path -LiteralPath $script:Receipt -PathType Leaf)) { return @() }
+    try {
+        $doc = [System.IO.File]::ReadAllText($script:Receipt, [System.Text.Encoding]::UTF8) | ConvertFrom-Json
+    } catch {
+        Stop-Install "the receipt $($script:Receipt) cannot be read ($($_.Exception.Message)); restore it or move it away"
+    }
+    if (-not $doc -or $doc.receipt -ne 1) {
+        Stop-Install "the receipt $($script:Receipt) is not a llama-bootstrap receipt (version 1); restore it or move it away"
+    }
+    return @($doc.entries | Where-Object { $_ })
+}
+
+# The layout of bootstrap\receipt.py: one entry per line (written UTF-8 without a byte-order mark).
+function Write-ReceiptEntries([object[]]$Entries) {
+    $lines = @()
+    foreach ($e in $Entries) {
+        if ($e.when -is [datetime]) { $e.when = $e.when.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') }
+        $lines += '    ' + ($e | ConvertTo-Json -Compress -Depth 5)
+    }
+    $body = ''
+    if ($lines.Count) { $body = ($lines -join ",`n") + "`n" }
+    $text = "{`n  `"receipt`": 1,`n  `"entries`": [`n" + $body + "  ]`n}`n"
+    $folder = Split-Path -Parent $script:Receipt
+    New-Item -ItemType Directory -Force -Path $folder | Out-Null
+    $tmp = Join-Path $folder ('.receipt.json.' + [System.Guid]::NewGuid().ToString('N') + '.tmp')
+    [System.IO.File]::WriteAllText($tmp, $text, (New-Object System.Text.UTF8Encoding $false))
+    Move-Item -LiteralPath $tmp -Destination $script:Receipt -Force
+}
+
+# Add-ReceiptEntry PATH KIND created|found [EXTRA]: record PATH unless it is recorded already (the first
+# record wins). EXTRA: a hashtable of more fields.
+function Add-ReceiptEntry([string]$Path, [string]$Kind, [string]$Status, [hashtable]$Extra = @{}) {
+    if (-not $script:Receipt) { return }
+    $entries = @(Read-ReceiptEntries)
+    foreach ($e in $entries) { if ($e.path -eq $Path) { return } }
+    $entry = [ordered]@{ path = $Path; kind = $Kind; status = $Status
+        when = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'); by = 'installer' }
+    foreach ($key in ($Extra.Keys | Sort-Object)) { $entry[$key] = $Extra[$key] }
+    Write-ReceiptEntries ($entries + @([pscustomobject]$entry))
+}
+
+# created, found or '': what the receipt says of PATH.
+function Get-ReceiptStatus([string]$Path) {
+    foreach ($e in @(Read-ReceiptEntries)) { if ($e.path -eq $Path) { return "$($e.status)" } }
+    return ''
+}
+
+function Get-ReceiptPaths([string[]]$Kinds) {
+    return @(Read-ReceiptEntries | Where-Object { $Kinds -ccontains $_.kind } | ForEach-Object { "$($_.path)" })
+}
+
+# Add-NewPath TOP PATH KIND [EXTRA]: PATH as found when TOP is '' (it was there before), else as created,
+# with every folder from TOP down to it as a created "folder". Called before the path is made.
+function Add-NewPath([string]$Top, [string]$Path, [string]$Kind, [hashtable]$Extra = @{}) {
+    if (-not $Top) { Add-ReceiptEntry $Path $Kind 'found' $Extra; return }
+    Add-ReceiptEntry $Path $Kind 'created' $Extra
+    $p = $Path
+    while ($p -ne $Top) {
+        $parent = Split-Path -Parent $p
+        if (-not $parent -or $parent -eq $p) { break }
+        $p = $parent
+        Add-ReceiptEntry $p 'folder' 'created'
+    }
+}
+
+function Get-PipCacheDir {
+    $dir = Get-EnvOr 'PIP_CACHE_DIR' ''
+    if ($dir) { return $dir }
+    return Join-Path $env:LOCALAPPDATA 'pip\Cache'
+}
+
+# Before anything is written: where the receipt goes (the state folder is recorded, and made), and what
+# exists already of the paths this run may create.
+function Start-Receipt {
+    $o = $script:Opt
+    Get-ReceiptPath
+    $folder = Split-Path -Parent $script:Receipt
+    $top = Get-FirstMissing $folder
+    if ($o.Log) { $script:LogTop = Get-FirstMissing (Split-Path -Parent $o.Log) }
+    else { $script:LogTop = Get-FirstMissing (Join-Path $script:StateDir 'logs') }
+    $script:LogExisted = [bool]($o.Log -and (Test-Path -LiteralPath $o.Log))
+    $script:BuildBefore = @(Get-ChildItem -LiteralPath $script:RootDir -Force | ForEach-Object { $_.Name })
+    $script:PipCacheTop = Get-FirstMissing (Get-PipCacheDir)
+    $script:CondaDirTop = Get-FirstMissing (Join-Path $env:USERPROFILE '.conda')
+    $script:MiniforgeTop = Get-FirstMissing $o.CondaPrefix
+    Add-NewPath $top $folder 'state'
+}
+
+function Add-LogToReceipt {
+    Add-NewPath $script:LogTop (Split-Path -Parent $script:LogFile) 'folder'
+    if ($script:LogExisted) { Add-ReceiptEntry $script:LogFile 'log' 'found' } else { Add-ReceiptEntry $script:LogFile 'log' 'created' }
+}
+
+# What installing left that it did not set out to make: pip's build of the bootstrapper in the release
+# folder (build\, *.egg-info), pip's cache and ~\.conda when this install created them.
+function Add-Leftovers {
+    foreach ($item in @(Get-ChildItem -LiteralPath $script:RootDir -Force -Directory)) {
+        if ($script:BuildBefore -contains $item.Name) { continue }
+        if ($item.Name -eq 'build' -or $item.Name -like '*.egg-info') { Add-ReceiptEntry $item.FullName 'build' 'created' }
+    }
+    $cache = Get-PipCacheDir
+    if ($script:PipCacheTop -and (Test-Path -LiteralPath $cache)) { Add-NewPath $script:PipCacheTop $cache 'cache' }
+    $condaDir = Join-Path $env:USERPROFILE '.conda'
+    if ($script:CondaDirTop -and (Test-Path -LiteralPath $condaDir)) { Add-NewPath $script:CondaDirTop $condaDir 'conda-dir' }
+}
+
+# `llama-bootstrap demo` works in .\llama-bootstrap-demo (bootstrap\demo\scenario.py, DEFAULT_WORKDIR).
+function Add-DemoWorkdir {
+    if ($script:Opt.Demo -ne 1) { return }
+    $dir = Join-Path (Get-Location).ProviderPath 'llama-bootstrap-demo'
+    Add-NewPath (Get-FirstMissing $dir) $dir 'demo'
+}
+
+# A conda that was found is recorded as found (never removed); Miniforge installed now was recorded by
+# Install-Miniforge before its installer ran.
+function Add-FoundConda {
+    if (-not $script:CondaBin -or $script:CondaFoundVia -eq 'installed now') { return }
+    $base = Split-Path -Parent (Split-Path -Parent $script:CondaBin)
+    if (Test-Path -LiteralPath (Join-Path $base 'conda-meta')) { Add-ReceiptEntry $base 'miniforge' 'found' }
+}
+
+# `conda init powershell` with -InitShell: a profile conda put its `#region conda initialize` block into
+# (it had none before) is recorded with its sha256 before the edit, so uninstall takes out exactly that.
+function Invoke-InitShellRecorded {
+    $documents = [Environment]::GetFolderPath('MyDocuments')
+    $profiles = @((Join-Path $documents 'WindowsPowerShell\profile.ps1'), (Join-Path $documents 'PowerShell\profile.ps1'))
+    $before = @{}
+    foreach ($file in $profiles) {
+        $info = @{ existed = $false; sha = ''; had = $false; top = (Get-FirstMissing (Split-Path -Parent $file)) }
+        if (Test-Path -LiteralPath $file -PathType Leaf) {
+            $info.existed = $true
+            $info.sha = Get-Sha256 $file
+            $info.had = [bool](Select-String -LiteralPath $file -Pattern '^#region conda initialize\s*$' -Quiet)
+        }
+        $before[$file] = $info
+    }
+    Invoke-Ensure $script:CondaBin @('init', 'powershell')
+    foreach ($file in $profiles) {
+        $info = $before[$file]
+        if ($info.had -or -not (Test-Path -LiteralPath $file -PathType Leaf)) { continue }
+        if (-not (Select-String -LiteralPath $file -Pattern '^#region conda initialize\s*$' -Quiet)) { continue }
+        $extra = @{ file_existed = $info.existed }
+        if ($info.sha) { $extra.sha256_before = $info.sha }
+        Add-ReceiptEntry $file 'shell-startup-edit' 'created' $extra
+        if ($info.top) { Add-NewPath $info.top (Split-Path -Parent $file) 'folder' }
+    }
+}
+
+# Envs: the conda env (EnvKind conda: stamps in conda-meta\) or the -Demo venv (EnvKind venv: stamps at its
+# top). An env's id (the name of an update's slot, <name>-<id>) is the first 12 hex digits of
+# sha256("<conda sha>`n<pip sha>`n"), as in install.sh and bootstrap\status.py.
+function Get-MetaDir([string]$Prefix) {
+    if ($script:EnvKind -eq 'conda') { return Join-Path $Prefix 'conda-meta' }
+    return $Prefix
+}
+
+function Get-EnvPython([string]$Prefix) {
+    if ($script:EnvKind -eq 'conda') { return Join-Path $Prefix 'python.exe' }
+    return Join-Path $Prefix 'Scripts\python.exe'
+}
+
+function Get-Stamp([string]$Path) {
+    if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) { return '' }
+    $line = Get-Content -LiteralPath $Path -TotalCount 1
+    if (-not $line) { return '' }
+    return (("$line").Trim() -split '\s+')[0]
+}
+
+function Get-TextSha256([string]$Text) {
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    try {
+        $bytes = $sha.ComputeHash([System.Text.Encoding]::UTF8.GetBytes($Text))
+    } finally {
+        $sha.Dispose()
+    }
+    return -join ($bytes | ForEach-Object { $_.ToString('x2') })
+}
+
+function Get-EnvId([string]$Prefix) {
+    $meta = Get-MetaDir $Prefix
+    $conda = ''
+    if ($script:EnvKind -eq 'conda') { $conda = Get-Stamp (Join-Path $meta $StampConda) }
+    return (Get-TextSha256 ("$conda`n" + (Get-Stamp (Join-Path $meta $StampPip)) + "`n")).Substring(0, 12)
+}
+
+function Get-WantedId {
+    $conda = ''
+    if ($script:EnvKind -eq 'conda') { $conda = Get-Sha256 $script:CondaLock }
+    return (Get-TextSha256 ("$conda`n" + (Get-Sha256 $script:PipLock) + "`n")).Substring(0, 12)
+}
+
+# Made by our installer: it carries our lock stamp (conda), or it is our venv.
+function Test-EnvIsOurs([string]$Prefix) {
+    return ($script:EnvKind -eq 'venv' -or (Test-Path -LiteralPath (Join-Path (Get-MetaDir $Prefix) $StampConda)))
+}
+
+# Where the env at $Prefix was built (it only works there); envs from before the pointer: at the name.
+function Get-EnvHome([string]$Prefix) {
+    $file = Join-Path (Get-MetaDir $Prefix) $HomePointer
+    if (Test-Path -LiteralPath $file -PathType Leaf) { return "$(Get-Content -LiteralPath $file -TotalCount 1)".Trim() }
+    return $script:EnvPrefix
+}
+
+function Test-Junction([string]$Path) {
+    if (-not (Test-Path -LiteralPath $Path)) { return $false }
+    return [bool]((Get-Item -LiteralPath $Path -Force).Attributes -band [System.IO.FileAttributes]::ReparsePoint)
+}
+
+# What the name ($script:EnvPrefix) leads to: the env itself, or through a junction an update's slot.
+function Get-CurrentEnv {
+    $name = $script:EnvPrefix
+    if (Test-Junction $name) { return "$(@((Get-Item -LiteralPath $name -Force).Target)[0])" }
+    if (Test-Path -LiteralPath $name -PathType Container) { return $name }
+    return ''
+}
+
+function Get-EnvExtra {
+    $extra = @{ name = $script:EnvPrefix; pip_lock = $script:PipLock }
+    if ($script:EnvKind -eq 'conda') { $extra.conda_lock = $script:CondaLock }
+    return $extra
+}
+
+function Add-EnvToReceipt([string]$Prefix) {
+    $kind = 'env'
+    if ($script:EnvKind -eq 'venv') { $kind = 'venv' }
+    Add-NewPath (Get-FirstMissing $Prefix) $Prefix $kind (Get-EnvExtra)
+}
+
+# The env at the name matches the locks: it is used as it is (through the junction's target).
+function Use-ExistingEnv {
+    Add-EnvToReceipt $script:EnvPrefix
+    $script:EnvTarget = Get-CurrentEnv
+    $script:EnvPython = Get-EnvPython $script:EnvTarget
+}
+
+# Create the conda env at $Prefix from the lock (recorded first), stamped with the lock's sha256.
+function New-CondaEnvAt([string]$Prefix) {
+    $o = $script:Opt
+    Add-EnvToReceipt $Prefix
+    $lockName = Split-Path -Leaf $script:CondaLock
+    $lock = $script:CondaLock
+    if ($script:CondaMirror) {
+        # Plain string prefixes (no regular expression); UTF-8 without a BOM, as conda reads it.
+        $lock = Join-Path $script:TmpDir $lockName
+        Write-Say "profile $($script:ProfileName): fetching conda packages from $($script:CondaMirror)"
+        $mirror = $script:CondaMirror.TrimEnd('/')
+        $text = foreach ($line in [System.IO.File]::ReadAllLines($script:CondaLock)) {
+            if ($line.StartsWith("$CondaForgeChannel/", [System.StringComparison]::Ordinal)) { $mirror + $line.Substring($CondaForgeChannel.Length) } else { $line }
+        }
+        [System.IO.File]::WriteAllLines($lock, [string[]]$text)
+    }
+    Write-Say "creating env $($o.EnvName) at $Prefix from $lockName"
+    Invoke-Ensure $script:CondaBin @('create', '--yes', '--prefix', $Prefix, '--file', $lock)
+    $python = Get-EnvPython $Prefix
+    if (-not (Test-Path -LiteralPath $python)) { Stop-Install "conda created $($o.EnvName) but $python is missing" }
+    Set-Content -LiteralPath (Join-Path $Prefix "conda-meta\$StampConda") -Value "$(Get-Sha256 $script:CondaLock)  $lockName" -Encoding ASCII
+    Set-Content -LiteralPath (Join-Path $Prefix "conda-meta\$HomePointer") -Value $Prefix -Encoding UTF8
+    $script:EnvTarget = $Prefix
+    $script:EnvPython = $python
+}
+
+function New-VenvAt([string]$Prefix) {
+    Add-EnvToReceipt $Prefix
+    Invoke-Ensure $script:FallbackBasePython @('-m', 'venv', $Prefix)
+    Set-Content -LiteralPath (Join-Path $Prefix $HomePointer) -Value $Prefix -Encoding UTF8
+    $script:EnvTarget = $Prefix
+    $script:EnvPython = Get-EnvPython $Prefix
+}
+
+# The venv fallback: kept when it matches the lock (a venv from before the stamps counts as matching),
+# built next to it when the lock changed.
+function Initialize-Venv([string]$BasePython) {
+    $script:FallbackBasePython = $BasePython
+    if (Test-Path -LiteralPath (Get-EnvPython $script:VenvDir)) {
+        if (Test-EnvMatchesLock $script:VenvDir) { Use-ExistingEnv } else { New-EnvNextToIt }
+        return
+    }
+    New-VenvAt $script:VenvDir
+}
+
+# The locks changed: the new env is built next to the current one, as <name>-<id>; the current one is
+# used until the new one has passed its test (Complete-Update).
+function New-EnvNextToIt {
+    $slot = "$($script:EnvPrefix)-$(Get-WantedId)"
+    $script:UpdateFrom = Get-CurrentEnv
+    if ((Test-Path -LiteralPath $slot -PathType Container) -and -not (Test-Junction $slot) -and (Test-EnvMatchesLock $slot)) {
+        if ((Get-EnvHome $slot) -ne $slot) {
+            Write-Say "an env for these locks was in use before and is kept at ${slot}: switching it back in"
+            Switch-Env $slot
+            Use-ExistingEnv
+            return
+        }
+        Write-Say "an env for these locks was built next to the current one before: using $slot"
+        $script:EnvTarget = $slot
+        $script:EnvPython = Get-EnvPython $slot
+    } else {
+        if (Test-Path -LiteralPath $slot) {
+            if ((Get-ReceiptStatus $slot) -ne 'created') {
+                Stop-Install "$slot exists but is not a finished env for these locks; move it away and re-run"
+            }
+            Write-Say "removing ${slot}: an unfinished env from an interrupted update"
+            Remove-Tree $slot
+        }
+        Write-Say "the locks changed: building the new env next to the current one ($($script:UpdateFrom)), at $slot;"
+        Write-Say 'the current one stays in use until the new one has passed its test'
+        if ($script:EnvKind -eq 'conda') { New-CondaEnvAt $slot } else { New-VenvAt $slot }
+    }
+    $script:UpdateSlot = $slot
+    $script:UpdateNote = "; the new env $slot was NOT switched in: $($script:EnvPrefix) still leads to $($script:UpdateFrom)"
+}
+
+function Set-PipStamp {
+    Set-Content -LiteralPath (Join-Path (Get-MetaDir $script:EnvTarget) $StampPip) `
+        -Value "$(Get-Sha256 $script:PipLock)  $(Split-Path -Leaf $script:PipLock)" -Encoding ASCII
+}
+
+# With an update pending: the new env must import the bootstrapper, torch and transformers.
+function Test-NewEnv {
+    if (-not $script:UpdateSlot) { return }
+    Write-Say 'testing the new env: importing the bootstrapper, torch and transformers'
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        & $script:EnvPython -c 'import bootstrap.cli, torch, transformers'
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+    }
+    if ($code -ne 0) { Stop-Install "the new env at $($script:UpdateSlot) cannot import its libraries$($script:UpdateNote)" }
+}
+
+# A folder tree removed without following junctions or symlinks inside it (each is removed as a link).
+function Remove-Tree([string]$Path) {
+    $item = Get-Item -LiteralPath $Path -Force
+    if ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) {
+        if ($item.PSIsContainer) { [System.IO.Directory]::Delete($Path, $false) } else { [System.IO.File]::Delete($Path) }
+        return
+    }
+    if (-not $item.PSIsContainer) {
+        $item.Attributes = [System.IO.FileAttributes]::Normal
+        [System.IO.File]::Delete($Path)
+        return
+    }
+    foreach ($child in @(Get-ChildItem -LiteralPath $Path -Force)) { Remove-Tree $child.FullName }
+    [System.IO.Directory]::Delete($Path, $false)
+}
+
+# Make the name ($script:EnvPrefix) lead to the env at $Target, and record the env it led to as the
+# previous one. An env is only ever used at the prefix it was built at: one built at the name is moved
+# aside ("parked" as <name>-<id>) while another is switched in through a junction, and moved back.
+function Switch-Env([string]$Target) {
+    $name = $script:EnvPrefix
+    $current = Get-CurrentEnv
+    $currentId = ''
+    if ($current) { $currentId = Get-EnvId $current }
+    if ((Get-EnvHome $Target) -eq $name) {
+        if (Test-Junction $name) { [System.IO.Directory]::Delete($name, $false) }
+        if (Test-Path -LiteralPath $name) { Stop-Install "cannot switch $name back: it is not a junction" }
+        [System.IO.Directory]::Move($Target, $name)
+        $Target = $name
+    } else {
+        if ((Test-Path -LiteralPath $name -PathType Container) -and -not (Test-Junction $name)) {
+            $park = "$name-$currentId"
+            if (Test-Path -LiteralPath $park) { Stop-Install "cannot move the env at $name aside: $park exists" }
+            $status = Get-ReceiptStatus $name
+            if (-not $status) { $status = 'found' }
+            [System.IO.Directory]::Move($name, $park)
+            $kind = 'env'
+            if ($script:EnvKind -eq 'venv') { $kind = 'venv' }
+            Add-ReceiptEntry $park $kind $status (Get-EnvExtra)
+        }
+        if (Test-Junction $name) { [System.IO.Directory]::Delete($name, $false) }
+        New-Item -ItemType Junction -Path $name -Target $Target | Out-Null
+    }
+    if ($currentId) { Set-Content -LiteralPath (Join-Path (Get-MetaDir $Target) $PreviousPointer) -Value $currentId -Encoding ASCII }
+}
+
+# After the new env passed its test: switch it in; keep the one it replaces (for -Rollback); remove older
+# envs of ours (made by us, neither the current one nor its previous one).
+function Complete-Update {
+    if (-not $script:UpdateSlot) { return }
+    Switch-Env $script:UpdateSlot
+    $script:UpdateNote = ''
+    Write-Say "switched: $($script:EnvPrefix) now leads to the new env $($script:UpdateSlot); the env it replaced is kept (-Rollback switches back)"
+    Remove-OldEnvs
+}
+
+function Remove-OldEnvs {
+    $current = Get-CurrentEnv
+    $currentId = Get-EnvId $current
+    $previous = Get-Stamp (Join-Path (Get-MetaDir $current) $PreviousPointer)
+    $parent = Split-Path -Parent $script:EnvPrefix
+    $leaf = Split-Path -Leaf $script:EnvPrefix
+    foreach ($candidate in @(Get-ChildItem -LiteralPath $parent -Force -Directory | Where-Object { $_.Name -like "$leaf-*" })) {
+        $id = $candidate.Name.Substring($leaf.Length + 1)
+        if ($id -cnotmatch '^[0-9a-f]{12}$' -or (Test-Junction $candidate.FullName)) { continue }
+        if ((Get-EnvId $candidate.FullName) -ne $id -or $id -eq $currentId -or $id -eq $previous) { continue }
+        if ((Get-ReceiptStatus $candidate.FullName) -ne 'created') { continue }
+        Write-Say "removing $($candidate.FullName): an env of an earlier update (the previous one is kept for -Rollback)"
+        try { Remove-Tree $candidate.FullName } catch { Write-Warn "could not remove $($candidate.FullName): $($_.Exception.Message)" }
+    }
+}
+
+# -Rollback: switch the name back to the env it led to before the last switch (and forward again).
+function Invoke-Rollback {
+    $o = $script:Opt
+    $venv = Join-Path $script:StateDir "venvs\$($o.EnvName)-demo"
+    if (Test-Path -LiteralPath $o.Manifest -PathType Leaf) { Get-ReceiptPath }
+    if (($o.Demo -eq 1 -or -not $script:CondaBin) -and (Test-Path -LiteralPath $venv -PathType Container)) {
+        $script:EnvKind = 'venv'; $script:EnvPrefix = $venv; $script:PipLock = $script:FallbackLock
+    } elseif (-not $script:CondaBin -or -not (Test-Path -LiteralPath (Join-Path $script:EnvPrefix 'conda-meta'))) {
+        Stop-Install "nothing to roll back: no env $($o.EnvName) at $($script:EnvPrefix) and no venv at $venv"
+    }
+    $current = Get-CurrentEnv
+    $previous = Get-Stamp (Join-Path (Get-MetaDir $current) $PreviousPointer)
+    if (-not $previous) {
+        Stop-Install "no previous env is recorded for $($script:EnvPrefix) (one is kept when an update switches to a new env)"
+    }
+    $target = "$($script:EnvPrefix)-$previous"
+    if (-not (Test-Path -LiteralPath $target -PathType Container) -or (Test-Junction $target) -or (Get-EnvId $target) -ne $previous) {
+        Stop-Install "the previous env of $($script:EnvPrefix) is gone (it was at $target)"
+    }
+    if ($o.DryRun -eq 1) {
+        Write-Say "dry run: -Rollback would switch $($script:EnvPrefix) from $current to $target"
+        return
+    }
+    Switch-Env $target
+    Write-Say "rolled back: $($script:EnvPrefix) leads to $(Get-CurrentEnv) again; the env it replaced is kept (-Rollback switches forward again)"
+    Write-Output (Get-EnvPython (Get-CurrentEnv))
+}
+
+# -Uninstall: the CLI removes what the receipt says was created (bootstrap\uninstall.py). Windows cannot
+# delete the python.exe it runs on: the CLI leaves the entries holding it in the receipt, and this
+# removes them (and the receipt) after it has exited.
+function Invoke-Uninstall {
+    $o = $script:Opt
+    Get-ReceiptPath
+    if (-not (Test-Path -LiteralPath $script:Receipt -PathType Leaf)) {
+        Stop-Install ("no install receipt at $($script:Receipt): -Uninstall removes only what a receipt records as created;`n" +
+            'pass the -Manifest (or LLAMA_BOOTSTRAP_STATE_DIR) the install was made with: its state folder holds receipt.json')
+    }
+    $python = ''
+    foreach ($path in (Get-ReceiptPaths @('env', 'venv'))) {
+        foreach ($candidate in @((Join-Path $path 'python.exe'), (Join-Path $path 'Scripts\python.exe'))) {
+            if (-not (Test-Path -LiteralPath $candidate -PathType Leaf)) { continue }
+            $eap = $ErrorActionPreference
+            $ErrorActionPreference = 'Continue'
+            & $candidate -c 'import bootstrap.uninstall' *> $null
+            $code = $LASTEXITCODE
+            $ErrorActionPreference = $eap
+            if ($code -eq 0) { $python = $candidate; break }
+        }
+        if ($python) { break }
+    }
+    if (-not $python) {
+        Stop-Install ("no env listed in $($script:Receipt) can run llama-bootstrap any more; run ``llama-bootstrap uninstall " +
+            "--manifest $($o.Manifest)`` from any environment that has llama-bootstrap (pip install $($script:RootDir))")
+    }
+    $a = @('-m', 'bootstrap', 'uninstall', '--manifest', $o.Manifest)
+    if ($o.DryRun -eq 1) { $a += '--dry-run' }
+    if ($o.Yes -eq 1) { $a += '--yes' }
+    Write-Say "uninstalling: $python $($a -join ' ')"
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try {
+        & $python @a
+        $code = $LASTEXITCODE
+    } finally {
+        $ErrorActionPreference = $eap
+    }
+    if ($code -ne 0) { Stop-Install "llama-bootstrap uninstall failed (exit $($code)); its messages are above" $code }
+    if ($o.DryRun -eq 1 -or -not (Test-Path -LiteralPath $script:Receipt -PathType Leaf)) { return }
+    Remove-LeftForInstaller
+}
+
+# What the CLI left for this script (marked left_for_installer: they hold the python it ran on), then,
+# when nothing else recorded remains, the state folder with the receipt and the empty folders around.
+function Remove-LeftForInstaller {
+    $left = @()
+    foreach ($e in @(Read-ReceiptEntries)) {
+        if ($e.status -eq 'created' -and $e.PSObject.Properties['left_for_installer'] -and $e.left_for_installer) {
+            if (-not (Test-Path -LiteralPath $e.path)) { continue }
+            Write-Say "removing $($e.path)"
+            try { Remove-Tree $e.path; continue } catch { Write-Warn "could not remove $($e.path): $($_.Exception.Message)" }
+        }
+        $left += $e
+    }
+    $remaining = @($left | Where-Object { $_.status -eq 'created' -and @('folder', 'state') -cnotcontains $_.kind })
+    if ($remaining.Count) {
+        Write-ReceiptEntries $left
+        Stop-Install "$($remaining.Count) recorded path(s) could not be removed; the receipt $($script:Receipt) keeps them"
+    }
+    foreach ($e in $left) {
+        if ($e.status -ne 'created' -or -not (Test-Path -LiteralPath $e.path)) { continue }
+        if ($e.kind -eq 'state') { Write-Say "removing $($e.path)"; Remove-Tree $e.path }
+        elseif (-not (Get-ChildItem -LiteralPath $e.path -Force | Select-Object -First 1)) { [System.IO.Directory]::Delete($e.path, $false) }
+    }
+    if (Test-Path -LiteralPath $script:Receipt -PathType Leaf) { [System.IO.File]::Delete($script:Receipt) }
 }
 
 function Remove-TempDir {
@@ -1060,10 +1610,12 @@ function Install-FromBundle {
     Get-Platform
     Test-Bundle $o.FromBundle
     if ($o.DryRun -eq 1) { return }
-    Start-Log
     $index = $script:BundleIndex
     $script:RootDir = $script:BundleDir
     $o.Manifest = Join-Path $script:BundleDir (Get-BundleField $index 'manifest')
+    Start-Receipt  # the receipt sits in the bundle manifest's state folder: uninstall reads it there
+    Start-Log
+    Add-LogToReceipt
     $o.Model = Get-BundleField $index 'model'
     $o.Profile = 'bundle'
     $o.Demo = 0
@@ -1088,6 +1640,7 @@ function Install-FromBundle {
     New-BundleEnv
     Install-PipLayer
     Install-Bootstrapper
+    Add-Leftovers
     Invoke-HandOff
     Set-Content -LiteralPath $stamp -Value @("env_prefix=$($script:EnvPrefix)", "env_python=$($script:EnvPython)") -Encoding UTF8
 }
@@ -1106,12 +1659,22 @@ function Invoke-Main {
         Install-FromBundle
         return
     }
+    if ($script:Opt.Uninstall -eq 1) {
+        Invoke-Uninstall
+        return
+    }
     Get-Platform
     Select-Locks
     Find-Conda
+    if ($script:Opt.Rollback -eq 1) {
+        Invoke-Rollback
+        return
+    }
     Test-Prerequisites
     if ($script:Opt.DryRun -ne 1) {
+        Start-Receipt
         Start-Log
+        Add-LogToReceipt
     }
     Write-Plan
     if ($script:Opt.DryRun -eq 1) {
@@ -1127,17 +1690,24 @@ function Invoke-Main {
             }
         }
     }
+    Add-FoundConda
     if (-not $script:VenvDir) {
         New-CondaEnv
     }
     Install-PipLayer
+    Set-PipStamp
     Install-Bootstrapper
+    Add-Leftovers
+    Test-NewEnv
     if ($script:Opt.InstallOnly -eq 1) {
+        Complete-Update
         Write-Say "installed (-InstallOnly); the env's python is on stdout; log: $($script:LogFile)"
         Write-Output $script:EnvPython
         return
     }
+    Add-DemoWorkdir
     Invoke-HandOff
+    Complete-Update
 }
 
 # Dot-sourced (tests/installers/ps1/functions.ps1): define the functions, run nothing.

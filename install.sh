@@ -54,6 +54,14 @@ DOWNLOAD_RETRIES=3
 DISK_GB_CUDA=8
 DISK_GB_CPU=8
 DISK_GB_MINIFORGE=1
+# The stamps and pointers an env carries (bootstrap/receipt.py reads the same names): conda: in
+# conda-meta/, a venv: at its top.
+STAMP_CONDA="llama-bootstrap-lock.sha256"
+STAMP_PIP="llama-bootstrap-pip-lock.sha256"
+PREVIOUS_POINTER="llama-bootstrap-previous"
+HOME_POINTER="llama-bootstrap-home"
+# The start-up files `conda init` may put its block into (under $HOME).
+SHELL_RC_FILES=(.bashrc .bash_profile .profile .zshrc .config/fish/config.fish .tcshrc .xonshrc)
 
 # ---- small vocabulary -------------------------------------------------------------------------
 _colour() {
@@ -137,6 +145,9 @@ Options (each one sets the environment variable named after it):
   --dry-run            LLAMA_BOOTSTRAP_DRY_RUN       print the plan, change nothing
   --yes                LLAMA_BOOTSTRAP_YES           unattended: allowed to replace a mismatched env
   --init-shell         LLAMA_BOOTSTRAP_INIT_SHELL    let conda edit your shell rc files
+  --rollback           LLAMA_BOOTSTRAP_ROLLBACK      switch back to the env an update replaced (and forward again)
+  --uninstall          LLAMA_BOOTSTRAP_UNINSTALL     remove what the install receipt says was created
+                                                     (with --dry-run: list it; --yes: no question)
   --log PATH           LLAMA_BOOTSTRAP_LOG           log file [~/.local/state/llama-bootstrap/logs/...]
   --debug              LLAMA_BOOTSTRAP_DEBUG         trace every command (set -x), tracebacks
   --from-bundle FILE   LLAMA_BOOTSTRAP_FROM_BUNDLE   install offline from FILE (made by `llama-bootstrap bundle`):
@@ -145,6 +156,9 @@ Options (each one sets the environment variable named after it):
 
 Exit codes: 0 ok; 1 a step or check failed; 2 bad input (flag, variable, manifest);
 3 another llama-bootstrap run holds the lock; 130 interrupted. The hand-off's code is passed through.
+
+The install receipt is <state folder>/receipt.json, the state folder being LLAMA_BOOTSTRAP_STATE_DIR
+(relative to the manifest's folder) or .llama-bootstrap next to the manifest (docs/installers.md).
 
 Test hook (no flag): LLAMA_BOOTSTRAP_MINIFORGE_URL, the base URL Miniforge is fetched from
 (https; http only for 127.0.0.1/localhost).
@@ -167,6 +181,8 @@ parse_args() {
     OPT_DRY_RUN="$(as_bool LLAMA_BOOTSTRAP_DRY_RUN "${LLAMA_BOOTSTRAP_DRY_RUN:-0}")" || exit
     OPT_YES="$(as_bool LLAMA_BOOTSTRAP_YES "${LLAMA_BOOTSTRAP_YES:-0}")" || exit
     OPT_INIT_SHELL="$(as_bool LLAMA_BOOTSTRAP_INIT_SHELL "${LLAMA_BOOTSTRAP_INIT_SHELL:-0}")" || exit
+    OPT_ROLLBACK="$(as_bool LLAMA_BOOTSTRAP_ROLLBACK "${LLAMA_BOOTSTRAP_ROLLBACK:-0}")" || exit
+    OPT_UNINSTALL="$(as_bool LLAMA_BOOTSTRAP_UNINSTALL "${LLAMA_BOOTSTRAP_UNINSTALL:-0}")" || exit
     OPT_LOG="${LLAMA_BOOTSTRAP_LOG:-}"
     OPT_DEBUG="$(as_bool LLAMA_BOOTSTRAP_DEBUG "${LLAMA_BOOTSTRAP_DEBUG:-0}")" || exit
     OPT_MINIFORGE_URL="${LLAMA_BOOTSTRAP_MINIFORGE_URL:-}"
@@ -200,6 +216,8 @@ parse_args() {
             --dry-run) OPT_DRY_RUN=1 ;;
             --yes) OPT_YES=1 ;;
             --init-shell) OPT_INIT_SHELL=1 ;;
+            --rollback) OPT_ROLLBACK=1 ;;
+            --uninstall) OPT_UNINSTALL=1 ;;
             --log) OPT_LOG="$value" ;;
             --debug) OPT_DEBUG=1 ;;
             --from-bundle) OPT_FROM_BUNDLE="$value" ;;
@@ -546,6 +564,9 @@ print_plan() {
         env_line="$OPT_ENV_NAME at $ENV_PREFIX (will be created)"
     elif env_matches_lock; then
         env_line="$OPT_ENV_NAME at $ENV_PREFIX (exists, matches the lock: kept)"
+    elif env_is_ours "$ENV_PREFIX"; then
+        env_line="$OPT_ENV_NAME at $ENV_PREFIX (exists, made from other locks: the new env is built next to it"
+        env_line="$env_line as $ENV_PREFIX-$(wanted_id), switched in after its test; the old one is kept for --rollback)"
     else
         env_line="$OPT_ENV_NAME at $ENV_PREFIX (exists, does not match the lock: replaced only with --yes)"
     fi
@@ -627,6 +648,7 @@ nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / --profi
     mv "$installer.part" "$installer" || err "cannot move $installer.part into place"
     # An existing, empty prefix (made by hand, or a mount point): -b alone refuses any existing
     # path; -u ("update") accepts it. check_prerequisites refused a non-empty one.
+    record_new "${MINIFORGE_TOP:-}" "$OPT_CONDA_PREFIX" miniforge
     say "sha256 verified; installing Miniforge into $OPT_CONDA_PREFIX"
     if [ -d "$OPT_CONDA_PREFIX" ]; then
         ensure bash "$installer" -b -u -p "$OPT_CONDA_PREFIX"
@@ -637,7 +659,7 @@ nothing was installed; check the mirror (LLAMA_BOOTSTRAP_MINIFORGE_URL / --profi
     CONDA_FOUND_VIA="installed now"
     [ -x "$CONDA_BIN" ] || err "Miniforge installed but $CONDA_BIN is missing"
     if [ "$OPT_INIT_SHELL" = 1 ]; then
-        ensure "$CONDA_BIN" init "$(basename "${SHELL:-bash}")"
+        init_shell_recorded
     else
         say "your shell rc files were left alone (pass --init-shell to let conda edit them)"
     fi
@@ -666,17 +688,22 @@ install conda (or let the Miniforge download through), or install python$FALLBAC
     warn "  venv:     $VENV_DIR"
     warn "  pip lock: $FALLBACK_LOCK"
     warn "=================================================================================="
-    if [ ! -x "$VENV_DIR/bin/python" ]; then
-        ensure "$found" -m venv "$VENV_DIR"
-    fi
+    ENV_KIND=venv
     ENV_PREFIX="$VENV_DIR"
-    ENV_PYTHON="$VENV_DIR/bin/python"
     PIP_LOCK="$FALLBACK_LOCK"
+    make_venv "$found"
 }
 
+# Does the env at $1 (default: the name) match the locks? conda: its conda-lock stamp; both kinds: its
+# pip-layer stamp, when it has one (an env from before that stamp counts as matching).
 env_matches_lock() {
-    local stamp="$ENV_PREFIX/conda-meta/llama-bootstrap-lock.sha256"
-    [ -f "$stamp" ] && [ "$(cut -d ' ' -f 1 "$stamp")" = "$(sha256_of "$CONDA_LOCK")" ]
+    local meta pip
+    meta="$(meta_dir "${1:-$ENV_PREFIX}")"
+    if [ "$ENV_KIND" = conda ]; then
+        [ -f "$meta/$STAMP_CONDA" ] && [ "$(stamp_of "$meta/$STAMP_CONDA")" = "$(sha256_of "$CONDA_LOCK")" ] || return 1
+    fi
+    pip="$(stamp_of "$meta/$STAMP_PIP")"
+    [ -z "$pip" ] || [ "$pip" = "$(sha256_of "$PIP_LOCK")" ]
 }
 
 # The lock with its conda-forge URLs moved to the profile's mirror: plain string prefixes (no
@@ -694,6 +721,11 @@ create_env() {
     if [ -d "$ENV_PREFIX/conda-meta" ]; then
         if env_matches_lock; then
             say "env $OPT_ENV_NAME already matches $(basename "$CONDA_LOCK"): keeping it"
+            keep_env
+            return 0
+        fi
+        if env_is_ours "$ENV_PREFIX"; then
+            build_next_to_it
             return 0
         fi
         if [ "$OPT_YES" != 1 ]; then
@@ -703,17 +735,7 @@ re-run with --yes to replace it, or pick another name with --env-name"
         say "env $OPT_ENV_NAME does not match the lock: removing it (--yes)"
         ensure "$CONDA_BIN" remove --yes --prefix "$ENV_PREFIX" --all
     fi
-    local lock="$CONDA_LOCK"
-    if [ -n "$CONDA_MIRROR" ]; then
-        lock="$TMP_DIR/$(basename "$CONDA_LOCK")"
-        say "profile $PROFILE: fetching conda packages from $CONDA_MIRROR"
-        rewrite_lock "$CONDA_LOCK" >"$lock" || err "cannot write $lock"
-    fi
-    say "creating env $OPT_ENV_NAME at $ENV_PREFIX from $(basename "$CONDA_LOCK")"
-    ensure "$CONDA_BIN" create --yes --prefix "$ENV_PREFIX" --file "$lock"
-    [ -x "$ENV_PYTHON" ] || err "conda created $OPT_ENV_NAME but $ENV_PYTHON is missing"
-    printf '%s  %s\n' "$(sha256_of "$CONDA_LOCK")" "$(basename "$CONDA_LOCK")" \
-        >"$ENV_PREFIX/conda-meta/llama-bootstrap-lock.sha256" || err "cannot write the env's lock stamp"
+    conda_env_at "$ENV_PREFIX"
 }
 
 install_pip_layer() {
@@ -745,7 +767,7 @@ hand_off() {
             130) meaning="interrupted" ;;
             *) meaning="unexpected" ;;
         esac
-        err "llama-bootstrap ${HANDOFF[2]} failed (exit $rc: $meaning); its messages are above" "$rc"
+        err "llama-bootstrap ${HANDOFF[2]} failed (exit $rc: $meaning); its messages are above${UPDATE_NOTE:-}" "$rc"
     fi
     say "done. The environment is $ENV_PREFIX; log: $LOG_FILE"
 }
@@ -909,9 +931,11 @@ from_bundle() {
     detect_platform
     verify_bundle "$OPT_FROM_BUNDLE"
     if [ "$OPT_DRY_RUN" = 1 ]; then return 0; fi
-    start_log
     ROOT_DIR="$BUNDLE_DIR"
     OPT_MANIFEST="$BUNDLE_DIR/$(bundle_field "$BUNDLE_INDEX" manifest)"
+    receipt_begin  # the receipt sits in the bundle manifest's state folder: uninstall reads it there
+    start_log
+    record_log
     OPT_MODEL="$(bundle_field "$BUNDLE_INDEX" model)"
     OPT_PROFILE="bundle"
     OPT_DEMO=0
@@ -931,8 +955,473 @@ from_bundle() {
     bundle_env
     install_pip_layer
     install_bootstrapper
+    record_leftovers
     hand_off
     printf 'env_prefix=%s\nenv_python=%s\n' "$ENV_PREFIX" "$ENV_PYTHON" >"$stamp" || err "cannot write $stamp"
+}
+
+# ---- the life of an install: the receipt, updates, --rollback, --uninstall --------------------
+# docs/installers.md "The life of an install". install.ps1 mirrors each function (the same name in
+# PowerShell's Verb-Noun form, listed in tests/lifecycle/test_installers_static.py).
+
+# The receipt is <the CLI's state folder>/receipt.json, the file `llama-bootstrap` writes too
+# (bootstrap/receipt.py): LLAMA_BOOTSTRAP_STATE_DIR (relative: to the manifest's folder), else
+# .llama-bootstrap next to the manifest; the CLI finds it from the same manifest.
+receipt_locate() {
+    local root dir="${LLAMA_BOOTSTRAP_STATE_DIR:-}"
+    root="$(cd "$(dirname "$OPT_MANIFEST")" 2>/dev/null && pwd -P)" || err "cannot find the manifest's folder ($OPT_MANIFEST)"
+    dir="${dir%/}"
+    case "$dir" in
+        '') dir="$root/.llama-bootstrap" ;;
+        /*) ;;
+        *) dir="$root/$dir" ;;
+    esac
+    RECEIPT="$dir/receipt.json"
+}
+
+# The topmost missing folder on the way to $1 ($1 itself when only it is missing); nothing when $1 exists.
+first_missing() {
+    local p="$1" top=""
+    while [ ! -e "$p" ] && [ ! -L "$p" ]; do
+        top="$p"
+        case "$p" in / | . | '') break ;; esac
+        p="$(dirname "$p")"
+    done
+    printf '%s' "$top"
+}
+
+json_escape() {
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    printf '%s' "$s"
+}
+
+# Rewrite the receipt ($RECEIPT) with awk: $1 = the awk program's mode, the entry in ENTRY_KEY/ENTRY_LINE.
+# The layout is bootstrap/receipt.py's: one entry per line; any other line means "not ours": exit 3.
+receipt_awk() {
+    local source="$RECEIPT"
+    [ -f "$source" ] || source=/dev/null
+    MODE="$1" KEY="$ENTRY_KEY" LINE="${ENTRY_LINE:-}" awk '
+        BEGIN { mode = ENVIRON["MODE"]; key = ENVIRON["KEY"]; line = ENVIRON["LINE"]; n = 0; have = 0; bad = 0 }
+        { sub(/\r$/, "") }
+        /^    \{"path": / {
+            e = $0; sub(/,$/, "", e); entries[++n] = e
+            if (index(e, "    " key) == 1) { have = 1; found = e }
+            next
+        }
+        $0 == "{" || $0 == "  \"receipt\": 1," || $0 == "  \"entries\": [" || $0 == "  ]" || $0 == "}" || $0 == "" { next }
+        { bad = 1 }
+        END {
+            if (bad) exit 3
+            if (mode == "status") {
+                if (have && match(found, /"status": "[a-z]+"/)) print substr(found, RSTART + 11, RLENGTH - 12)
+                exit 0
+            }
+            if (have) exit 4
+            entries[++n] = "    " line
+            print "{"; print "  \"receipt\": 1,"; print "  \"entries\": ["
+            for (i = 1; i <= n; i++) print entries[i] (i < n ? "," : "")
+            print "  ]"; print "}"
+        }
+    ' "$source"
+}
+
+# receipt_add PATH KIND created|found [EXTRA]: record PATH unless it is recorded already (the first record
+# wins: what an earlier run created stays "created"). EXTRA: more `, "key": value` pairs, as JSON.
+receipt_add() {
+    [ -n "${RECEIPT:-}" ] || return 0
+    local path="$1" tmp rc=0
+    case "$path" in
+        *[[:cntrl:]]*) warn "not recorded in the receipt (a control character in the path): $path"; return 0 ;;
+    esac
+    ENTRY_KEY="{\"path\": \"$(json_escape "$path")\","
+    ENTRY_LINE="${ENTRY_KEY:0:${#ENTRY_KEY}-1}, \"kind\": \"$2\", \"status\": \"$3\", \"when\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"by\": \"installer\"${4:-}}"
+    mkdir -p "$(dirname "$RECEIPT")" || err "cannot create the state folder $(dirname "$RECEIPT") for the receipt;
+make it writable, or set LLAMA_BOOTSTRAP_STATE_DIR to another folder"
+    tmp="$(mktemp "$RECEIPT.XXXXXX")" || err "cannot write next to the receipt $RECEIPT"
+    receipt_awk add >"$tmp" || rc=$?
+    case "$rc" in
+        0) mv -f "$tmp" "$RECEIPT" || err "cannot replace the receipt $RECEIPT" ;;
+        4) rm -f "$tmp" ;;
+        *) rm -f "$tmp"
+           err "the receipt $RECEIPT is not in llama-bootstrap's layout (edited by hand?); restore it or move it away" ;;
+    esac
+}
+
+# created, found or nothing: what the receipt says of PATH.
+receipt_status() {
+    [ -n "${RECEIPT:-}" ] && [ -f "$RECEIPT" ] || return 0
+    ENTRY_KEY="{\"path\": \"$(json_escape "$1")\"," receipt_awk status 2>/dev/null || true
+}
+
+# The paths of the receipt's entries whose kind matches the regular expression $1, one a line.
+receipt_paths() {
+    [ -f "$RECEIPT" ] || return 0
+    KINDS="$1" awk '
+        index($0, "    {\"path\": \"") == 1 && $0 ~ ("\"kind\": \"(" ENVIRON["KINDS"] ")\"") {
+            s = substr($0, 15); out = ""
+            for (i = 1; i <= length(s); i++) {
+                c = substr(s, i, 1)
+                if (c == "\\") { i++; out = out substr(s, i, 1); continue }
+                if (c == "\"") break
+                out = out c
+            }
+            print out
+        }
+    ' "$RECEIPT"
+}
+
+# record_new TOP PATH KIND [EXTRA]: PATH as found when TOP is empty (it was there before), else as created
+# with every folder from TOP down to it as a created "folder". Called before the path is made, so that a
+# failed step leaves its half-made path recorded too.
+record_new() {
+    local top="$1" path="$2" p
+    if [ -z "$top" ]; then
+        receipt_add "$path" "$3" found "${4:-}"
+        return 0
+    fi
+    receipt_add "$path" "$3" created "${4:-}"
+    p="$path"
+    while [ "$p" != "$top" ]; do
+        p="$(dirname "$p")"
+        receipt_add "$p" folder created
+        case "$p" in / | .) break ;; esac
+    done
+}
+
+pip_cache_dir() {
+    printf '%s' "${PIP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pip}"
+}
+
+# Before anything is written: where the receipt goes (the state folder is recorded, and made), and what
+# exists already of the paths this run may create.
+receipt_begin() {
+    local top
+    receipt_locate
+    top="$(first_missing "$(dirname "$RECEIPT")")"
+    if [ -n "$OPT_LOG" ]; then LOG_TOP="$(first_missing "$(dirname "$OPT_LOG")")"; else LOG_TOP="$(first_missing "$STATE_DIR/logs")"; fi
+    LOG_EXISTED=0
+    if [ -n "$OPT_LOG" ] && [ -e "$OPT_LOG" ]; then LOG_EXISTED=1; fi
+    BUILD_TOPS="$(first_missing "$ROOT_DIR/build")|$(ls -d "$ROOT_DIR"/*.egg-info 2>/dev/null)"
+    PIP_CACHE_TOP="$(first_missing "$(pip_cache_dir)")"
+    CONDA_DIR_TOP="$(first_missing "$HOME/.conda")"
+    MINIFORGE_TOP="$(first_missing "$OPT_CONDA_PREFIX")"
+    record_new "$top" "$(dirname "$RECEIPT")" state
+    if [ -n "$top" ]; then chmod 700 "$(dirname "$RECEIPT")" 2>/dev/null || true; fi
+}
+
+record_log() {
+    record_new "$LOG_TOP" "$(dirname "$LOG_FILE")" folder
+    if [ "$LOG_EXISTED" = 1 ]; then receipt_add "$LOG_FILE" log found; else receipt_add "$LOG_FILE" log created; fi
+}
+
+# What installing left that it did not set out to make: pip's build of the bootstrapper in the release
+# folder (build/, *.egg-info), pip's cache and ~/.conda when this install created them.
+record_leftovers() {
+    local egg
+    if [ -n "${BUILD_TOPS%%|*}" ] && [ -d "$ROOT_DIR/build" ]; then receipt_add "$ROOT_DIR/build" build created; fi
+    for egg in "$ROOT_DIR"/*.egg-info; do
+        [ -d "$egg" ] || continue
+        case "|${BUILD_TOPS#*|}|" in *"$egg"*) ;; *) receipt_add "$egg" build created ;; esac
+    done
+    if [ -n "$PIP_CACHE_TOP" ] && [ -d "$(pip_cache_dir)" ]; then record_new "$PIP_CACHE_TOP" "$(pip_cache_dir)" cache; fi
+    if [ -n "$CONDA_DIR_TOP" ] && [ -d "$HOME/.conda" ]; then record_new "$CONDA_DIR_TOP" "$HOME/.conda" conda-dir; fi
+}
+
+# `llama-bootstrap demo` works in ./llama-bootstrap-demo (bootstrap/demo/scenario.py, DEFAULT_WORKDIR).
+record_demo_workdir() {
+    [ "$OPT_DEMO" = 1 ] || return 0
+    local dir
+    dir="$(pwd -P)/llama-bootstrap-demo"
+    record_new "$(first_missing "$dir")" "$dir" demo
+}
+
+# A conda that was found: recorded as found (never removed). Miniforge installed now was recorded by
+# install_miniforge before its installer ran (an existing empty prefix it went into is "found" too).
+record_miniforge() {
+    if [ -n "$CONDA_BIN" ] && [ "$CONDA_FOUND_VIA" != "installed now" ] &&
+        [ -d "$(dirname "$(dirname "$CONDA_BIN")")/conda-meta" ]; then
+        receipt_add "$(dirname "$(dirname "$CONDA_BIN")")" miniforge found
+    fi
+}
+
+# `conda init` with --init-shell: a start-up file conda put its block into (it had none before) is recorded
+# with its sha256 before the edit, so uninstall takes out exactly conda's block. install.ps1: the
+# PowerShell profiles and conda's `#region conda initialize` block.
+init_shell_recorded() {
+    local rc f i extra
+    local -a existed=() sums=() had=() tops=()
+    for rc in "${SHELL_RC_FILES[@]}"; do
+        f="$HOME/$rc"
+        tops+=("$(first_missing "$(dirname "$f")")")
+        if [ -f "$f" ]; then
+            existed+=(true); sums+=("$(sha256_of "$f")")
+            if grep -qxF '# >>> conda initialize >>>' "$f"; then had+=(1); else had+=(0); fi
+        else
+            existed+=(false); sums+=(""); had+=(0)
+        fi
+    done
+    ensure "$CONDA_BIN" init "$(basename "${SHELL:-bash}")"
+    for i in "${!SHELL_RC_FILES[@]}"; do
+        f="$HOME/${SHELL_RC_FILES[$i]}"
+        if [ ! -f "$f" ] || [ "${had[$i]}" != 0 ] || ! grep -qxF '# >>> conda initialize >>>' "$f"; then continue; fi
+        extra=", \"file_existed\": ${existed[$i]}"
+        if [ -n "${sums[$i]}" ]; then extra="$extra, \"sha256_before\": \"${sums[$i]}\""; fi
+        receipt_add "$f" shell-startup-edit created "$extra"
+        if [ -n "${tops[$i]}" ]; then record_new "${tops[$i]}" "$(dirname "$f")" folder; fi
+    done
+}
+
+# Envs: the conda env (ENV_KIND=conda: stamps in conda-meta/) or the --demo venv (ENV_KIND=venv: stamps at
+# its top). Each is stamped with the sha256 of the lock(s) it was made from; its id (for the name of an
+# update's slot, <name>-<id>) is the first 12 hex digits of sha256("<conda sha>\n<pip sha>\n").
+meta_dir() {
+    if [ "$ENV_KIND" = conda ]; then printf '%s/conda-meta' "$1"; else printf '%s' "$1"; fi
+}
+
+stamp_of() {
+    if [ -f "$1" ]; then head -n 1 "$1" | cut -d ' ' -f 1; fi
+}
+
+env_id_of() {
+    local meta conda=""
+    meta="$(meta_dir "$1")"
+    if [ "$ENV_KIND" = conda ]; then conda="$(stamp_of "$meta/$STAMP_CONDA")"; fi
+    printf '%s\n%s\n' "$conda" "$(stamp_of "$meta/$STAMP_PIP")" | sha256_of - | cut -c 1-12
+}
+
+wanted_id() {
+    local conda=""
+    if [ "$ENV_KIND" = conda ]; then conda="$(sha256_of "$CONDA_LOCK")"; fi
+    printf '%s\n%s\n' "$conda" "$(sha256_of "$PIP_LOCK")" | sha256_of - | cut -c 1-12
+}
+
+# Made by our installer: it carries our lock stamp (conda), or it is our venv.
+env_is_ours() {
+    [ "$ENV_KIND" = venv ] || [ -f "$(meta_dir "$1")/$STAMP_CONDA" ]
+}
+
+# Where the env at $1 was built (it only works there: scripts carry its prefix); old envs: at the name.
+env_home() {
+    local file
+    file="$(meta_dir "$1")/$HOME_POINTER"
+    if [ -f "$file" ]; then head -n 1 "$file"; else printf '%s' "$ENV_PREFIX"; fi
+}
+
+# What the name ($ENV_PREFIX) leads to: the env itself, or through a symlink an update's slot.
+current_env() {
+    if [ -L "$ENV_PREFIX" ]; then readlink -f "$ENV_PREFIX"; elif [ -d "$ENV_PREFIX" ]; then printf '%s' "$ENV_PREFIX"; fi
+}
+
+env_extra() {
+    local extra
+    extra=", \"name\": \"$(json_escape "$ENV_PREFIX")\", \"pip_lock\": \"$(json_escape "$PIP_LOCK")\""
+    if [ "$ENV_KIND" = conda ]; then extra="$extra, \"conda_lock\": \"$(json_escape "$CONDA_LOCK")\""; fi
+    printf '%s' "$extra"
+}
+
+record_env() {
+    local kind=env
+    if [ "$ENV_KIND" = venv ]; then kind=venv; fi
+    record_new "$(first_missing "$1")" "$1" "$kind" "$(env_extra)"
+}
+
+# The env at the name matches the locks: it is used as it is (through the symlink's target, so that pip
+# writes that env's own prefix into the scripts it installs).
+keep_env() {
+    record_env "$ENV_PREFIX"
+    ENV_TARGET="$(current_env)"
+    ENV_PYTHON="$ENV_TARGET/bin/python"
+}
+
+# Create the conda env at $1 from the lock (recorded first), stamped with the lock's sha256.
+conda_env_at() {
+    local prefix="$1" lock="$CONDA_LOCK"
+    record_env "$prefix"
+    if [ -n "$CONDA_MIRROR" ]; then
+        lock="$TMP_DIR/$(basename "$CONDA_LOCK")"
+        say "profile $PROFILE: fetching conda packages from $CONDA_MIRROR"
+        rewrite_lock "$CONDA_LOCK" >"$lock" || err "cannot write $lock"
+    fi
+    say "creating env $OPT_ENV_NAME at $prefix from $(basename "$CONDA_LOCK")"
+    ensure "$CONDA_BIN" create --yes --prefix "$prefix" --file "$lock"
+    [ -x "$prefix/bin/python" ] || err "conda created $OPT_ENV_NAME but $prefix/bin/python is missing"
+    printf '%s  %s\n' "$(sha256_of "$CONDA_LOCK")" "$(basename "$CONDA_LOCK")" \
+        >"$prefix/conda-meta/$STAMP_CONDA" || err "cannot write the env's lock stamp"
+    printf '%s\n' "$prefix" >"$prefix/conda-meta/$HOME_POINTER" || err "cannot write into $prefix/conda-meta"
+    ENV_TARGET="$prefix"
+    ENV_PYTHON="$prefix/bin/python"
+}
+
+venv_at() {
+    record_env "$1"
+    ensure "$FALLBACK_BASE_PYTHON" -m venv "$1"
+    printf '%s\n' "$1" >"$1/$HOME_POINTER" || err "cannot write into $1"
+    ENV_TARGET="$1"
+    ENV_PYTHON="$1/bin/python"
+}
+
+# The venv fallback: kept when it matches the lock (a venv from before the stamps counts as matching),
+# built next to it when the lock changed.
+make_venv() {
+    FALLBACK_BASE_PYTHON="$1"
+    if [ -x "$VENV_DIR/bin/python" ]; then
+        if env_matches_lock "$VENV_DIR"; then keep_env; else build_next_to_it; fi
+        return 0
+    fi
+    venv_at "$VENV_DIR"
+}
+
+# The locks changed: the new env is built next to the current one, as <name>-<id>; the current one is
+# used until the new one has passed its test (finish_update). An env built for these locks before is
+# used again: a slot as it is, an env parked by an update is switched back in.
+build_next_to_it() {
+    local slot
+    slot="$ENV_PREFIX-$(wanted_id)"
+    UPDATE_FROM="$(current_env)"
+    if [ -d "$slot" ] && [ ! -L "$slot" ] && env_matches_lock "$slot"; then
+        if [ "$(env_home "$slot")" != "$slot" ]; then
+            say "an env for these locks was in use before and is kept at $slot: switching it back in"
+            switch_env "$slot"
+            keep_env
+            return 0
+        fi
+        say "an env for these locks was built next to the current one before: using $slot"
+        ENV_TARGET="$slot"
+        ENV_PYTHON="$slot/bin/python"
+    else
+        if [ -e "$slot" ] || [ -L "$slot" ]; then
+            [ "$(receipt_status "$slot")" = created ] || err "$slot exists but is not a finished env for these locks;
+move it away and re-run"
+            say "removing $slot: an unfinished env from an interrupted update"
+            rm -rf -- "$slot" || err "cannot remove $slot"
+        fi
+        say "the locks changed: building the new env next to the current one ($UPDATE_FROM), at $slot;"
+        say "the current one stays in use until the new one has passed its test"
+        if [ "$ENV_KIND" = conda ]; then conda_env_at "$slot"; else venv_at "$slot"; fi
+    fi
+    UPDATE_SLOT="$slot"
+    UPDATE_NOTE="; the new env $slot was NOT switched in: $ENV_PREFIX still leads to $UPDATE_FROM"
+}
+
+stamp_pip_layer() {
+    printf '%s  %s\n' "$(sha256_of "$PIP_LOCK")" "$(basename "$PIP_LOCK")" \
+        >"$(meta_dir "$ENV_TARGET")/$STAMP_PIP" || err "cannot write the env's pip-layer stamp"
+}
+
+# With an update pending: the new env must import the bootstrapper, torch and transformers.
+check_new_env() {
+    [ -n "$UPDATE_SLOT" ] || return 0
+    say "testing the new env: importing the bootstrapper, torch and transformers"
+    "$ENV_PYTHON" -c 'import bootstrap.cli, torch, transformers' >&2 ||
+        err "the new env at $UPDATE_SLOT cannot import its libraries${UPDATE_NOTE}"
+}
+
+# Make the name ($ENV_PREFIX) lead to the env at $1, and record the env it led to as $1's previous one.
+# An env is only ever used at the prefix it was built at: one built at the name is moved aside ("parked"
+# as <name>-<id>) while another is switched in through a symlink, and moved back when switched in again.
+switch_env() {
+    local target="$1" name="$ENV_PREFIX" current current_id="" park status tmp
+    current="$(current_env)"
+    if [ -n "$current" ]; then current_id="$(env_id_of "$current")"; fi
+    if [ "$(env_home "$target")" = "$name" ]; then
+        if [ -L "$name" ]; then rm -f "$name" || err "cannot remove the symlink $name"; fi
+        [ ! -e "$name" ] || err "cannot switch $name back: it is not a symlink"
+        mv "$target" "$name" || err "cannot move $target back to $name"
+        target="$name"
+    else
+        if [ -d "$name" ] && [ ! -L "$name" ]; then
+            park="$name-$current_id"
+            if [ -e "$park" ] || [ -L "$park" ]; then err "cannot move the env at $name aside: $park exists"; fi
+            status="$(receipt_status "$name")"
+            mv "$name" "$park" || err "cannot move the env at $name aside to $park"
+            receipt_add "$park" "$(if [ "$ENV_KIND" = venv ]; then echo venv; else echo env; fi)" "${status:-found}" "$(env_extra)"
+        fi
+        tmp="$name.switch-$$"
+        ln -s "$target" "$tmp" || err "cannot make a symlink next to $name"
+        mv -Tf "$tmp" "$name" || { rm -f "$tmp"; err "cannot point $name at $target"; }
+    fi
+    if [ -n "$current_id" ]; then
+        printf '%s\n' "$current_id" >"$(meta_dir "$target")/$PREVIOUS_POINTER" || err "cannot write into $target"
+    fi
+}
+
+# After the new env passed its test: switch it in; keep the one it replaces (for --rollback); remove
+# older envs of ours (made by us, neither the current one nor its previous one).
+finish_update() {
+    [ -n "$UPDATE_SLOT" ] || return 0
+    switch_env "$UPDATE_SLOT"
+    UPDATE_NOTE=""
+    say "switched: $ENV_PREFIX now leads to the new env $UPDATE_SLOT; the env it replaced is kept (--rollback switches back)"
+    prune_envs
+}
+
+prune_envs() {
+    local current current_id previous candidate id
+    current="$(current_env)"
+    current_id="$(env_id_of "$current")"
+    previous="$(stamp_of "$(meta_dir "$current")/$PREVIOUS_POINTER")"
+    for candidate in "$ENV_PREFIX"-*; do
+        id="${candidate##*-}"
+        case "$id" in *[!0-9a-f]* | '') continue ;; esac
+        [ "${#id}" -eq 12 ] && [ -d "$candidate" ] && [ ! -L "$candidate" ] || continue
+        [ "$(env_id_of "$candidate")" = "$id" ] && [ "$id" != "$current_id" ] && [ "$id" != "$previous" ] || continue
+        [ "$(receipt_status "$candidate")" = created ] || continue
+        say "removing $candidate: an env of an earlier update (the previous one is kept for --rollback)"
+        rm -rf -- "$candidate" || warn "could not remove $candidate"
+    done
+}
+
+# --rollback: switch the name back to the env it led to before the last switch (and forward again).
+rollback_env() {
+    local venv="$STATE_DIR/venvs/$OPT_ENV_NAME-demo" current previous target
+    if [ -f "$OPT_MANIFEST" ]; then receipt_locate; fi
+    if { [ "$OPT_DEMO" = 1 ] || [ -z "$CONDA_BIN" ]; } && [ -d "$venv" ]; then
+        ENV_KIND=venv; ENV_PREFIX="$venv"; PIP_LOCK="$FALLBACK_LOCK"
+    elif [ -z "$CONDA_BIN" ] || [ ! -d "$ENV_PREFIX/conda-meta" ]; then
+        err "nothing to roll back: no env $OPT_ENV_NAME at $ENV_PREFIX and no venv at $venv" 1
+    fi
+    current="$(current_env)"
+    previous="$(stamp_of "$(meta_dir "$current")/$PREVIOUS_POINTER")"
+    [ -n "$previous" ] || err "no previous env is recorded for $ENV_PREFIX (one is kept when an update switches to a new env)" 1
+    target="$ENV_PREFIX-$previous"
+    if [ ! -d "$target" ] || [ -L "$target" ] || [ "$(env_id_of "$target")" != "$previous" ]; then
+        err "the previous env of $ENV_PREFIX is gone (it was at $target)" 1
+    fi
+    if [ "$OPT_DRY_RUN" = 1 ]; then
+        say "dry run: --rollback would switch $ENV_PREFIX from $current to $target"
+        return 0
+    fi
+    switch_env "$target"
+    say "rolled back: $ENV_PREFIX leads to $(current_env) again; the env it replaced is kept (--rollback switches forward again)"
+    printf '%s\n' "$(current_env)/bin/python"
+}
+
+# --uninstall: the CLI removes what the receipt says was created (bootstrap/uninstall.py), run with the
+# python of an env the receipt lists (on Linux a process may delete its own env).
+uninstall_install() {
+    local py="" path rc=0
+    local -a args
+    receipt_locate
+    [ -f "$RECEIPT" ] || err "no install receipt at $RECEIPT: --uninstall removes only what a receipt records as created;
+pass the --manifest (or LLAMA_BOOTSTRAP_STATE_DIR) the install was made with: its state folder holds receipt.json" 1
+    while IFS= read -r path; do
+        if [ -n "$path" ] && [ -x "$path/bin/python" ] && "$path/bin/python" -c 'import bootstrap.uninstall' >/dev/null 2>&1; then
+            py="$path/bin/python"
+            break
+        fi
+    done <<EOF
+$(receipt_paths 'env|venv')
+EOF
+    [ -n "$py" ] || err "no env listed in $RECEIPT can run llama-bootstrap any more; run \`llama-bootstrap uninstall
+--manifest $OPT_MANIFEST\` from any environment that has llama-bootstrap (pip install $ROOT_DIR)" 1
+    args=(-m bootstrap uninstall --manifest "$OPT_MANIFEST")
+    if [ "$OPT_DRY_RUN" = 1 ]; then args+=(--dry-run); fi
+    if [ "$OPT_YES" = 1 ]; then args+=(--yes); fi
+    say "uninstalling: $py ${args[*]}"
+    "$py" "${args[@]}" || rc=$?
+    [ "$rc" -eq 0 ] || err "llama-bootstrap uninstall failed (exit $rc); its messages are above" "$rc"
 }
 
 cleanup() {
@@ -943,6 +1432,10 @@ main() {
     LOG_FILE=""
     TMP_DIR=""
     VENV_DIR=""
+    ENV_KIND=conda
+    RECEIPT=""
+    UPDATE_SLOT=""
+    UPDATE_NOTE=""
     trap cleanup EXIT
     trap 'err "interrupted" 130' INT
     parse_args "$@"
@@ -950,12 +1443,22 @@ main() {
         from_bundle
         return 0
     fi
+    if [ "$OPT_UNINSTALL" = 1 ]; then
+        uninstall_install
+        return 0
+    fi
     detect_platform
     select_locks
     find_conda
+    if [ "$OPT_ROLLBACK" = 1 ]; then
+        rollback_env
+        return 0
+    fi
     check_prerequisites
     if [ "$OPT_DRY_RUN" != 1 ]; then
+        receipt_begin
         start_log
+        record_log
     fi
     print_plan
     if [ "$OPT_DRY_RUN" = 1 ]; then
@@ -971,17 +1474,24 @@ check the network or proxy, try --profile cn, or set LLAMA_BOOTSTRAP_MINIFORGE_U
             fi
         fi
     fi
+    record_miniforge
     if [ -z "$VENV_DIR" ]; then
         create_env
     fi
     install_pip_layer
+    stamp_pip_layer
     install_bootstrapper
+    record_leftovers
+    check_new_env
     if [ "$OPT_INSTALL_ONLY" = 1 ]; then
+        finish_update
         say "installed (--install-only); the env's python is on stdout; log: $LOG_FILE"
         printf '%s\n' "$ENV_PYTHON"
         return 0
     fi
+    record_demo_workdir
     hand_off
+    finish_update
 }
 
 main "$@" || exit 1

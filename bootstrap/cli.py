@@ -384,6 +384,65 @@ def bundle_cmd(req: Request, output: Optional[Path], verify_file: Optional[Path]
         say(f"  id (sha256 of SHA256SUMS): {report.id}")
         say(f"install on the target: tar -xf {Path(report.path).name} install.sh && "
             f"./install.sh --from-bundle {Path(report.path).name}")
+
+
+@cli.command("status")
+@common_options()
+def status_cmd(req: Request) -> int:
+    """What is installed where (the install receipt), versions, whether the env matches its lock, whether the
+    weights are pinned and verified, the last smoke result and the disk each item uses."""
+    from bootstrap.output_life import print_status
+    from bootstrap.status import status
+
+    report = status(req.plan())
+    if req.as_json:
+        print_json(report.to_json())
+    else:
+        print_status(report)
+    return EXIT_OK
+
+
+@cli.command("uninstall")
+@common_options()
+@click.option("--dry-run", is_flag=True, help="List what would be removed and how much it frees; change nothing.")
+@click.option("--keep-weights", is_flag=True, help="Keep the downloaded weights.")
+@click.option("--keep-conda", is_flag=True, help="Keep Miniforge, ~/.conda and conda's shell start-up edits.")
+@click.option("--yes", is_flag=True, help="Remove without asking (required when not at a terminal).")
+def uninstall_cmd(req: Request, dry_run: bool, keep_weights: bool, keep_conda: bool, yes: bool) -> int:
+    """Remove exactly what the install receipt says llama-bootstrap created (never what it found), in a safe
+    order, symlinks not followed. Without a receipt it refuses."""
+    from bootstrap import uninstall as core
+    from bootstrap.errors import UsageError
+    from bootstrap.output_life import print_uninstall, print_uninstall_plan
+    from bootstrap.plan import manifest_path
+    from bootstrap.receipt import receipt_path, state_dir_for
+    from bootstrap.state import run_lock
+
+    state_dir = state_dir_for(manifest_path(req.overrides, req.settings), req.settings.state_dir)
+    plan = core.plan(receipt_path(state_dir), keep_weights=keep_weights, keep_conda=keep_conda)
+    if not dry_run and not yes:
+        if req.as_json or not sys.stdin.isatty():
+            raise UsageError("uninstall removes files and needs consent: --yes was not given and there is no "
+                             "terminal to ask", argument="--yes",
+                             remedy="look first with `llama-bootstrap uninstall --dry-run`, then run it with --yes")
+        print_uninstall_plan(plan)
+        if not click.confirm("remove these?", default=False, err=True):
+            say("nothing was removed", err=True)
+            return EXIT_FAILED
+    if not dry_run:  # not while a run is working on these folders (the lock is not held while they go)
+        had_lock = (state_dir / "run.lock").exists()
+        with run_lock(state_dir):
+            pass
+        if not had_lock and (state_dir / "run.lock").is_file():
+            (state_dir / "run.lock").unlink()
+    progress = (lambda _: None) if req.as_json else (lambda m: say(m, err=True))
+    result = core.run(plan, dry_run=dry_run, log=progress)
+    if req.as_json:
+        print_json(result.to_json())
+    else:
+        print_uninstall(result)
+    if result.failed:
+        raise core.incomplete(result)
     return EXIT_OK
 
 

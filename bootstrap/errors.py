@@ -336,3 +336,32 @@ class BundleBuildError(StepFailed):
     def __init__(self, message: str, *, layer: Optional[str] = None, remedy: Optional[str] = None) -> None:
         super().__init__(message, remedy=remedy)
         self.layer = layer
+
+
+# -- the life of an install: receipt, uninstall (exit code 1) ------------------------------------------
+
+
+class ReceiptError(StepFailed):
+    """The install receipt cannot be read (damaged, not ours) or lists a path that may not be removed."""
+
+    def __init__(self, message: str, *, path: str, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.path = path
+
+
+class NoReceipt(StepFailed):
+    """``uninstall`` found no receipt: it removes only what a receipt says was created."""
+
+    def __init__(self, path: str, *, remedy: Optional[str] = None) -> None:
+        super().__init__(f"no install receipt at {path}: uninstall removes only what a receipt records as created",
+                         remedy=remedy)
+        self.path = path
+
+
+class UninstallIncomplete(StepFailed):
+    """Some recorded paths could not be removed; ``failed`` holds (path, reason). The receipt keeps them."""
+
+    def __init__(self, failed: list, *, remedy: Optional[str] = None) -> None:
+        shown = "; ".join(f"{path}: {why}" for path, why in failed)
+        super().__init__(f"{len(failed)} recorded path(s) could not be removed: {shown}", remedy=remedy)
+        self.failed = failed

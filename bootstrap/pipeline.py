@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from bootstrap import errors
 from bootstrap.fsutil import path_error
 from bootstrap.plan import Plan
+from bootstrap.receipt import Recorder
 from bootstrap.redact import scrub, scrub_obj
 from bootstrap.state import STEPS, State, close_log, open_log, run_lock
 
@@ -160,6 +161,7 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
     skip = set(options.skip) | ((set(STEPS) - set(options.only)) if options.only else set())
     fresh = set(options.force) | set(options.only)
     started = time.perf_counter()
+    recorder = Recorder(plan, warn=lambda message: echo(f"warning: {message}"))  # what existed before this run
     logger, log_path = open_log(plan.state_dir, "run", secrets=[plan.token] if plan.token else [])
 
     def log(message: str) -> None:
@@ -168,7 +170,7 @@ def run(plan: Plan, options: RunOptions, *, echo: Callable[[str], None] = lambda
 
     outcomes: List[StepOutcome] = []
     try:
-        with run_lock(plan.state_dir, wait_s=options.wait_s):
+        with run_lock(plan.state_dir, wait_s=options.wait_s), recorder:
             state = State(plan.state_dir)
             if state.problem:
                 logger.warning(state.problem)

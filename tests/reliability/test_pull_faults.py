@@ -260,7 +260,8 @@ def test_enospc_at_the_write_is_a_disk_full_error(local_hub, project, monkeypatc
 
 
 def test_no_orphan_temp_files_after_a_successful_run_even_after_faults(cli, local_hub, project):
-    """Allowed leftovers: the run lock, logs and state file (state dir); the empty .partial/ folder."""
+    """Allowed leftovers: the run lock, logs, state file and install receipt (state dir); the empty .partial/
+    folder."""
     local_hub.inject(f"*/{BIG}", "drop", times=1, after=3 * MiB)
     local_hub.inject("*/config.json", "corrupt", times=1)
     result = cli("run", "--manifest", str(project.manifest), "--json", "--skip", "smoke")
@@ -270,6 +271,6 @@ def test_no_orphan_temp_files_after_a_successful_run_even_after_faults(cli, loca
     assert leftovers(project.root.parent) == []  # nothing next to the project either (clone temps)
     models = "models/" + "/".join(project.model_dir.relative_to(project.root / "models").parts)
     expected = ["manifest.yaml", "Llama2-Chinese/", ".llama-bootstrap/state.json", ".llama-bootstrap/run.lock",
-                ".llama-bootstrap/logs/"] + [f"{models}/{name}" for name in (BIG, "config.json",
-                                                                              "tokenizer_config.json")]
+                ".llama-bootstrap/logs/", ".llama-bootstrap/receipt.json"]
+    expected += [f"{models}/{name}" for name in (BIG, "config.json", "tokenizer_config.json")]
     assert unexpected_files(project.root, expected) == []
