@@ -290,6 +290,10 @@ class ContextOverflowError(BootstrapError):
 class ServeError(StepFailed):
     """The server could not start (address in use, no permission for the port, ...)."""
 
+    def __init__(self, message: str, *, address: Optional[str] = None, remedy: Optional[str] = None) -> None:
+        super().__init__(message, remedy=remedy)
+        self.address = address
+
 
 class ShareError(StepFailed):
     """``share`` cannot serve: nothing verified to share, or the address cannot be used."""

@@ -355,7 +355,12 @@ class HubServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client hanging up or timing out (killed download, dropped keep-alive) is normal here."""
-        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout, TimeoutError)):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError)):
+            return
+        if isinstance(exc, OSError):  # a socket shut while stopping (EBADF), and the like: no traceback
+            self.warn(f"connection from {client_address[0] if client_address else '?'} ended: "
+                      f"{exc.strerror or type(exc).__name__}")
             return
         super().handle_error(request, client_address)
 

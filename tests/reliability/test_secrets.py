@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Sequence
 import pytest
 
 from bootstrap import redact
-from bootstrap.demo.hubserver import HubError, LocalHub, _Handler
+from bootstrap.demo.hubserver import HubError, LocalHub, _LocalHandler
 from bootstrap.demo.scenario import DEMO_MODEL_KEY, DEMO_REPO_ID
 from bootstrap.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
@@ -30,7 +30,7 @@ from .conftest import MiB, Project, Result, cli_env, make_model_folder, write_ma
 # -- the echoing hub ------------------------------------------------------------------------------
 
 
-class _EchoHandler(_Handler):
+class _EchoHandler(_LocalHandler):
     def end_headers(self) -> None:
         auth = self.headers.get("Authorization")
         if auth:
@@ -38,10 +38,10 @@ class _EchoHandler(_Handler):
             self.send_header("X-Echo-Authorization", auth)
         super().end_headers()
 
-    def _error(self, err: HubError) -> None:
+    def send_error_json(self, err: HubError) -> None:
         auth = self.headers.get("Authorization") or "(none)"
         self.hub.echoed += 1  # type: ignore[attr-defined]
-        super()._error(HubError(err.status, err.code, f"{err.message}; you sent Authorization: {auth} "
+        super().send_error_json(HubError(err.status, err.code, f"{err.message}; you sent Authorization: {auth} "
                                                       f"(token {auth.split()[-1]})"))
 
 

@@ -87,14 +87,16 @@ def shared(serve) -> Served:
 
 class CuttingProxy:
     """A TCP relay to ``upstream`` that cuts, once, the response to the first request that starts with
-    ``marker``, names ``name`` and asks for no Range, after ``cut_after`` bytes of that response went
-    to the client: a network stand-in for a pulled cable."""
+    ``marker`` and names ``name`` (with ``ranged=False``: only one that asks for no Range), after
+    ``cut_after`` bytes of that response went to the client: a network stand-in for a pulled cable."""
 
-    def __init__(self, upstream: str, marker: bytes, name: bytes, cut_after: int) -> None:
+    def __init__(self, upstream: str, marker: bytes, name: bytes, cut_after: int, ranged: bool = False) -> None:
+        self.ranged = ranged
         host, port = upstream.split("//", 1)[1].rsplit(":", 1)
         self.upstream = (host, int(port))
         self.marker, self.name, self.cut_after = marker, name, cut_after
         self.cuts = 0
+        self._armed_once = False
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stopped = threading.Event()
@@ -127,9 +129,10 @@ class CuttingProxy:
                     if not data:
                         break
                     with self._lock:
-                        if self.cuts == 0 and data.startswith(self.marker) and self.name in data.split(b"\r\n")[0] \
-                                and b"\r\nrange:" not in data.lower():
+                        if not self._armed_once and data.startswith(self.marker) and self.name in data.split(b"\r\n")[0] \
+                                and (self.ranged or b"\r\nrange:" not in data.lower()):
                             armed[0] = self.cut_after
+                            self._armed_once = True
                     server.sendall(data)
             except OSError:
                 pass
