@@ -129,7 +129,8 @@ class CuttingProxy:
                     if not data:
                         break
                     with self._lock:
-                        if not self._armed_once and data.startswith(self.marker) and self.name in data.split(b"\r\n")[0] \
+                        first_line = data.split(b"\r\n")[0]
+                        if not self._armed_once and data.startswith(self.marker) and self.name in first_line \
                                 and (self.ranged or b"\r\nrange:" not in data.lower()):
                             armed[0] = self.cut_after
                             self._armed_once = True
