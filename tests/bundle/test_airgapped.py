@@ -176,6 +176,7 @@ def test_a_second_install_is_a_no_op(installed: Installed, demo_bundle: DemoBund
     changed = {name for name in before if before[name] != after.get(name)}
     # the run's state file (rewritten atomically every run) and git's index (refreshed by `git status`)
     assert changed <= {str(installed.target / ".llama-bootstrap" / "state.json"),
+                       str(installed.target / ".llama-bootstrap" / "receipt.json"),  # records the new logs
                        str(installed.target / "Llama2-Chinese" / ".git" / "index")}
 
 
